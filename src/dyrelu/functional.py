@@ -1,0 +1,246 @@
+"""Pure functions of DY-ReLU (Chen et al., "Dynamic ReLU", ECCV 2020, https://arxiv.org/abs/2003.10027).
+
+The central operation is the piecewise maximum ``y = s * max_k(a_k * x + b_k)``. Public implementations
+build the K-times expanded tensor ``(N, C, *S, K)`` and let autograd keep it for backward (about three
+times the activation memory of a ReLU). :func:`piecewise_max` instead saves only ``x`` and the small
+coefficient tensors, and recomputes the active piece in backward.
+
+Layouts: ``x`` has channels at dim 1, ``(N, C, *S)`` with any number of spatial dims (any strides: a
+channels-last tensor or a ``movedim`` view of ``(N, L, C)`` tokens work without a copy, and the output
+keeps the input's memory layout). Coefficients ``a`` and ``b`` are ``(N, C', K)`` where ``C'`` is 1
+(one function for all channels: DY-ReLU-A) or ``C`` (per channel: DY-ReLU-B/C), and ``N`` may be 1 for
+input-independent coefficients. The optional ``scale`` is ``(N, 1, *S)`` (DY-ReLU-C's spatial attention).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "coefficients",
+    "dyrelu_reference",
+    "normalize_residual",
+    "piecewise_max",
+    "spatial_attention",
+]
+
+
+def _expand_coef(c: Tensor, k: int, spatial_dims: int) -> Tensor:
+    """Piece ``k`` of ``(N, C', K)`` coefficients as ``(N, C', 1, ..., 1)`` for broadcasting."""
+    piece = c[..., k]
+    return piece.reshape(piece.shape + (1,) * spatial_dims)
+
+
+def _sum_to(t: Tensor, shape: torch.Size) -> Tensor:
+    """Sum ``t`` (N, C, *S) down to a broadcastable ``shape`` such as (N, C', 1, ..., 1)."""
+    dims = [d for d in range(t.dim()) if d >= len(shape) or shape[d] == 1]
+    dims = [d for d in dims if t.shape[d] != 1]
+    out = t.sum(dims, keepdim=True) if dims else t
+    return out.reshape(shape)
+
+
+def _forward_max(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    spatial = x.dim() - 2
+    y = torch.addcmul(_expand_coef(b, 0, spatial), x, _expand_coef(a, 0, spatial))
+    for k in range(1, a.shape[-1]):
+        torch.maximum(y, torch.addcmul(_expand_coef(b, k, spatial), x, _expand_coef(a, k, spatial)), out=y)
+    return y
+
+
+class _PiecewiseMax(torch.autograd.Function):
+    """``y = s * max_k(a_k x + b_k)`` saving only ``x``, ``a``, ``b`` and ``s`` for backward.
+
+    The backward is written with differentiable tensor operations, so double backward works too (the
+    choice of piece is piecewise constant in the inputs).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, a: Tensor, b: Tensor, scale: Tensor | None) -> Tensor:
+        y = _forward_max(x, a, b)
+        if scale is not None:
+            y.mul_(scale)
+        ctx.save_for_backward(x, a, b, scale)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, a, b, scale = ctx.saved_tensors
+        spatial = x.dim() - 2
+        num_pieces = a.shape[-1]
+        # Recompute the active piece. On ties the later piece wins, so that the ReLU configuration
+        # (pieces x and 0) has gradient 0 at x == 0, as torch.relu has.
+        best = torch.addcmul(_expand_coef(b, 0, spatial), x, _expand_coef(a, 0, spatial))
+        masks = []
+        for k in range(1, num_pieces):
+            value = torch.addcmul(_expand_coef(b, k, spatial), x, _expand_coef(a, k, spatial))
+            mask = value >= best
+            # NaN never wins a comparison; keep it in ``best`` so it propagates to the gradients.
+            best = torch.where(mask, value, best)
+            masks = [m & ~mask for m in masks]
+            masks.append(mask)
+        grad_z = grad if scale is None else grad * scale
+
+        # Slope of the active piece, then the piece-wise sums of grad_z * x and grad_z.
+        slope = _expand_coef(a, 0, spatial)
+        for k, mask in enumerate(masks, start=1):
+            slope = torch.where(mask, _expand_coef(a, k, spatial), slope)
+        grad_x = grad_z * slope if ctx.needs_input_grad[0] else None
+
+        grad_a = grad_b = None
+        coef_shape = a.shape[:-1] + (1,) * spatial
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            gzx = grad_z * x
+            total_a = _sum_to(gzx, coef_shape)
+            total_b = _sum_to(grad_z, coef_shape)
+            piece_a = [_sum_to(torch.where(m, gzx, 0), coef_shape) for m in masks]
+            piece_b = [_sum_to(torch.where(m, grad_z, 0), coef_shape) for m in masks]
+            first_a = total_a - sum(piece_a) if piece_a else total_a
+            first_b = total_b - sum(piece_b) if piece_b else total_b
+            grad_a = torch.stack([first_a, *piece_a], dim=-1).reshape(a.shape)
+            grad_b = torch.stack([first_b, *piece_b], dim=-1).reshape(b.shape)
+
+        grad_scale = None
+        if scale is not None and ctx.needs_input_grad[3]:
+            grad_scale = (grad * best).sum(1, keepdim=True)
+        return grad_x, grad_a, grad_b, grad_scale
+
+
+def _check_coefficients(x: Tensor, a: Tensor, b: Tensor, scale: Tensor | None) -> None:
+    if x.dim() < 2:
+        raise ValueError(f"expected input of shape (N, C, *spatial) with at least 2 dims, got shape {tuple(x.shape)}")
+    if a.shape != b.shape or a.dim() != 3:
+        raise ValueError(
+            f"expected coefficients a and b of equal shape (N, C or 1, K), got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    if a.shape[0] not in (1, x.shape[0]) or a.shape[1] not in (1, x.shape[1]):
+        raise ValueError(
+            f"expected coefficients of shape ({x.shape[0]} or 1, {x.shape[1]} or 1, K) for input of shape "
+            f"{tuple(x.shape)}, got {tuple(a.shape)}"
+        )
+    if scale is not None:
+        expected = (x.shape[0], 1, *x.shape[2:])
+        if tuple(scale.shape) != expected:
+            raise ValueError(f"expected scale of shape {expected}, got {tuple(scale.shape)}")
+
+
+def piecewise_max(x: Tensor, a: Tensor, b: Tensor, scale: Tensor | None = None) -> Tensor:
+    """The piecewise-linear maximum ``y = scale * max_k(a_k * x + b_k)``.
+
+    Args:
+        x: input with channels at dim 1.
+        a: slopes, one set of K per sample and channel (or shared over channels or samples).
+        b: intercepts, same shape as ``a``.
+        scale: optional non-negative per-position factor (DY-ReLU-C's spatial attention).
+
+    Shape:
+        - x: :math:`(N, C, *)`
+        - a, b: :math:`(N \\text{ or } 1, C \\text{ or } 1, K)`
+        - scale: :math:`(N, 1, *)`
+        - output: :math:`(N, C, *)`, with the memory layout of ``x``.
+
+    Only ``x`` and the coefficients are saved for backward; no ``K``-times expanded tensor is kept.
+
+    Example:
+        >>> x = torch.tensor([[-2.0, 3.0]])
+        >>> a = torch.tensor([[[1.0, 0.1]]])  # LeakyReLU(0.1) as two pieces
+        >>> piecewise_max(x, a, torch.zeros_like(a))
+        tensor([[-0.2000,  3.0000]])
+    """
+    _check_coefficients(x, a, b, scale)
+    a = a.to(x.dtype)
+    b = b.to(x.dtype)
+    if scale is not None:
+        scale = scale.to(x.dtype)
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, a, b, scale))
+    if not needs_grad:
+        y = _forward_max(x, a, b)
+        return y if scale is None else y.mul_(scale)
+    return _PiecewiseMax.apply(x, a, b, scale)
+
+
+def normalize_residual(z: Tensor) -> Tensor:
+    """The paper's normalisation of the hyper function's output: ``2 * sigmoid(z) - 1``, in (-1, 1).
+
+    Example:
+        >>> normalize_residual(torch.zeros(2))
+        tensor([0., 0.])
+    """
+    return torch.sigmoid(z).mul(2.0).sub(1.0)
+
+
+def coefficients(
+    residual: Tensor,
+    init_a: Tensor | tuple[float, ...],
+    init_b: Tensor | tuple[float, ...],
+    lambda_a: float = 1.0,
+    lambda_b: float = 0.5,
+) -> tuple[Tensor, Tensor]:
+    """Residual parametrisation ``a_k = α_k + λ_a Δa_k`` and ``b_k = β_k + λ_b Δb_k``.
+
+    Args:
+        residual: normalised residuals Δ, the K slopes' then the K intercepts' along the last dim.
+        init_a: α, the K initial slopes.
+        init_b: β, the K initial intercepts.
+        lambda_a: λ_a, the range of the slopes' residual.
+        lambda_b: λ_b, the range of the intercepts' residual.
+
+    Shape:
+        - residual: :math:`(*, 2K)`
+        - output: two tensors :math:`(*, K)`
+
+    Example:
+        >>> a, b = coefficients(torch.zeros(1, 4), (1.0, 0.0), (0.0, 0.0))
+        >>> a, b
+        (tensor([[1., 0.]]), tensor([[0., 0.]]))
+    """
+    k = residual.shape[-1] // 2
+    if residual.shape[-1] != 2 * k or k < 1:
+        raise ValueError(f"expected an even, positive last dim (2K) in residual, got shape {tuple(residual.shape)}")
+    init_a = torch.as_tensor(init_a, dtype=residual.dtype, device=residual.device)
+    init_b = torch.as_tensor(init_b, dtype=residual.dtype, device=residual.device)
+    if init_a.shape != (k,) or init_b.shape != (k,):
+        raise ValueError(
+            f"expected {k} initial slopes and intercepts, got {tuple(init_a.shape)} and {tuple(init_b.shape)}"
+        )
+    delta_a, delta_b = residual.split(k, dim=-1)
+    return init_a + lambda_a * delta_a, init_b + lambda_b * delta_b
+
+
+def spatial_attention(logits: Tensor, tau: float = 10.0, gamma: float | None = None) -> Tensor:
+    """DY-ReLU-C's spatial attention ``π = min(γ · softmax(z / τ), 1)`` over all spatial positions.
+
+    Args:
+        logits: z, one logit per position.
+        tau: τ, the softmax temperature (large values flatten the map).
+        gamma: γ; ``None`` means ``HW / 3``, so that a uniform map gives ``π = 1/3`` everywhere.
+
+    Shape:
+        - logits: :math:`(N, 1, *)` with at least one spatial dim
+        - output: same as ``logits``
+
+    Example:
+        >>> spatial_attention(torch.zeros(1, 1, 2, 3))
+        tensor([[[[0.3333, 0.3333, 0.3333],
+                  [0.3333, 0.3333, 0.3333]]]])
+    """
+    if logits.dim() < 3:
+        raise ValueError(f"expected logits of shape (N, 1, *spatial) with a spatial dim, got {tuple(logits.shape)}")
+    if tau <= 0:
+        raise ValueError(f"expected a positive temperature tau, got {tau}")
+    positions = logits[0, 0].numel()
+    gamma = positions / 3.0 if gamma is None else gamma
+    weights = torch.softmax(logits.flatten(2) / tau, dim=-1).view_as(logits)
+    return torch.clamp(weights * gamma, max=1.0)
+
+
+def dyrelu_reference(x: Tensor, a: Tensor, b: Tensor, scale: Tensor | None = None) -> Tensor:
+    """The naive formulation of the public implementations: a ``K``-times expanded tensor, then max.
+
+    Used by the tests and benchmarks as the reference; same arguments as :func:`piecewise_max`.
+    """
+    spatial = x.dim() - 2
+    a = a.reshape(a.shape[:2] + (1,) * spatial + a.shape[-1:]).to(x.dtype)
+    b = b.reshape(b.shape[:2] + (1,) * spatial + b.shape[-1:]).to(x.dtype)
+    y = (x.unsqueeze(-1) * a + b).max(dim=-1).values
+    return y if scale is None else y * scale

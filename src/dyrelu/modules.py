@@ -1,0 +1,299 @@
+"""DY-ReLU modules: DyReLUA, DyReLUB, DyReLUC and the DyReLU(variant=...) front.
+
+Paper: Chen et al., "Dynamic ReLU", ECCV 2020, https://arxiv.org/abs/2003.10027.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dyrelu import functional as DF
+from dyrelu._lazy import LazyChannels
+
+__all__ = ["DyReLU", "DyReLUA", "DyReLUB", "DyReLUC"]
+
+
+def _default_init(values: Sequence[float] | None, k: int, first: float, name: str) -> tuple[float, ...]:
+    if values is None:
+        return (first,) + (0.0,) * (k - 1)
+    values = tuple(float(v) for v in values)
+    if len(values) != k:
+        raise ValueError(f"expected {k} values in {name} (one per piece, k={k}), got {len(values)}: {values}")
+    return values
+
+
+class _DyReLUBase(LazyChannels):
+    """Shared machinery: argument checks, layouts, lazy channels and the hyper function θ(x)."""
+
+    _per_channel: bool = True
+    _needs_spatial: bool = False
+
+    def __init__(
+        self,
+        channels: int | None = None,
+        *,
+        k: int = 2,
+        reduction: int = 8,
+        lambda_a: float = 1.0,
+        lambda_b: float = 0.5,
+        init_a: Sequence[float] | None = None,
+        init_b: Sequence[float] | None = None,
+        channels_last: bool = False,
+        inplace: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"expected k (number of pieces) to be an integer >= 1, got {k!r}")
+        if not isinstance(reduction, int) or reduction < 1:
+            raise ValueError(f"expected reduction to be a positive integer, got {reduction!r}")
+        self.k = k
+        self.reduction = reduction
+        self.lambda_a = float(lambda_a)
+        self.lambda_b = float(lambda_b)
+        self.init_a = _default_init(init_a, k, 1.0, "init_a")
+        self.init_b = _default_init(init_b, k, 0.0, "init_b")
+        self.channels_last = channels_last
+        del inplace  # accepted for act_layer compatibility; the output is always a new tensor
+        super().__init__(channels, device=device, dtype=dtype)
+
+    # -- construction -------------------------------------------------------------------------------
+    def _shapes(self, channels: int) -> dict[str, tuple[int, ...]]:
+        hidden = max(channels // self.reduction, 1)
+        out = 2 * self.k * (channels if self._per_channel else 1)
+        return {
+            "fc1_weight": (hidden, channels),
+            "fc1_bias": (hidden,),
+            "fc2_weight": (out, hidden),
+            "fc2_bias": (out,),
+        }
+
+    def _channels_from(self, name: str, value: Tensor) -> int:
+        return value.shape[1]
+
+    def reset_parameters(self) -> None:
+        """The first FC as nn.Linear initialises it; the last FC at zero, so that a fresh module is ReLU."""
+        nn.init.kaiming_uniform_(self.fc1_weight, a=math.sqrt(5))
+        bound = 1.0 / math.sqrt(self.fc1_weight.shape[1])
+        nn.init.uniform_(self.fc1_bias, -bound, bound)
+        nn.init.zeros_(self.fc2_weight)
+        nn.init.zeros_(self.fc2_bias)
+
+    # -- layouts ------------------------------------------------------------------------------------
+    def _channel_count(self, x: Tensor) -> int:
+        if x.dim() < 2:
+            raise ValueError(f"expected input with a batch and a channel dim, got shape {tuple(x.shape)}")
+        return x.shape[-1] if self.channels_last else x.shape[1]
+
+    def _to_channels_first(self, x: Tensor) -> Tensor:
+        got = self._channel_count(x)
+        if got != self.channels:
+            where = "the last dim" if self.channels_last else "dim 1"
+            raise ValueError(f"expected {self.channels} channels at {where}, got {got} (input shape {tuple(x.shape)})")
+        if x.dim() > 5:
+            raise ValueError(f"expected at most 3 spatial dims, got input of shape {tuple(x.shape)}")
+        if self._needs_spatial and x.dim() < 3:
+            raise ValueError(
+                f"{type(self).__name__} needs spatial positions: expected input (N, C, *spatial) with at least one "
+                f"spatial dim, got shape {tuple(x.shape)}"
+            )
+        return x.movedim(-1, 1) if self.channels_last else x
+
+    def _from_channels_first(self, y: Tensor) -> Tensor:
+        return y.movedim(1, -1) if self.channels_last else y
+
+    # -- hyper function θ(x) --------------------------------------------------------------------------
+    def hyper(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Coefficients ``a`` and ``b`` from the input (channels at dim 1).
+
+        Shape:
+            - x: :math:`(N, C, *)`
+            - output: two tensors :math:`(N, C, K)` (DY-ReLU-B/C) or :math:`(N, 1, K)` (DY-ReLU-A).
+        """
+        dtype = self.fc1_weight.dtype
+        if x.dim() > 2:
+            context = torch.mean(x, dim=tuple(range(2, x.dim())), dtype=dtype)  # (N, C)
+        else:
+            context = x.to(dtype)
+        hidden = F.relu(F.linear(context, self.fc1_weight, self.fc1_bias))
+        residual = DF.normalize_residual(F.linear(hidden, self.fc2_weight, self.fc2_bias))  # (N, C'*2K)
+        residual = residual.view(x.shape[0], -1, 2 * self.k)  # (N, C', 2K)
+        return DF.coefficients(residual, self.init_a, self.init_b, self.lambda_a, self.lambda_b)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self._to_channels_first(x)
+        a, b = self.hyper(x)
+        return self._from_channels_first(DF.piecewise_max(x, a, b, self._scale(x)))
+
+    def _scale(self, x: Tensor) -> Tensor | None:
+        return None
+
+    def extra_repr(self) -> str:
+        parts = [
+            f"{self.channels}",
+            f"k={self.k}",
+            f"reduction={self.reduction}",
+            f"lambda_a={self.lambda_a}",
+            f"lambda_b={self.lambda_b}",
+            f"init_a={self.init_a}",
+            f"init_b={self.init_b}",
+        ]
+        if self.channels_last:
+            parts.append("channels_last=True")
+        return ", ".join(parts)
+
+
+class DyReLUA(_DyReLUBase):
+    """DY-ReLU-A: one piecewise-linear function shared by all channels and positions of a sample.
+
+    ``y = max_k(a^k(x) * x + b^k(x))`` with ``2K`` coefficients per sample from the hyper function
+    θ(x): global average pool → FC C→C/R → ReLU → FC C/R→2K → ``2σ − 1`` → ``a = α + λ_a Δa``,
+    ``b = β + λ_b Δb``. The last FC starts at zero, so a fresh module computes exactly ``α``/``β``'s
+    function: ReLU by default.
+
+    Args:
+        channels: C; ``None`` infers it on the first forward pass (a lazy module), so the class works
+            as a timm ``act_layer`` or torchvision ``activation_layer`` factory.
+        k: K, the number of pieces. ``k=1`` is an affine, SE-like map ``a(x) * x + b(x)`` with no
+            rectification; use it only deliberately.
+        reduction: R, the hyper function's reduction ratio (hidden width ``max(C // R, 1)``).
+        lambda_a: λ_a, the range of the slopes' residual.
+        lambda_b: λ_b, the range of the intercepts' residual.
+        init_a: α, the K initial slopes; ``None`` means ``(1, 0, ..., 0)``.
+        init_b: β, the K initial intercepts; ``None`` means zeros.
+        channels_last: the input is ``(N, *, C)`` (for example ``(N, L, C)`` tokens) instead of
+            ``(N, C, *)``.
+        inplace: accepted and ignored (the output is always a new tensor).
+        device: device of the parameters.
+        dtype: dtype of the parameters; inputs of another float dtype are accepted (the hyper function
+            runs in the parameters' dtype, the piecewise maximum in the input's).
+
+    Shape:
+        - Input: :math:`(N, C, *)` with 0 to 3 spatial dims, or :math:`(N, *, C)` with ``channels_last``.
+        - Output: same shape and memory format as the input.
+
+    Example:
+        >>> act = DyReLUA(16)
+        >>> x = torch.randn(2, 16, 8, 8)
+        >>> torch.equal(act(x), torch.relu(x))
+        True
+    """
+
+    _per_channel = False
+
+
+class DyReLUB(_DyReLUBase):
+    """DY-ReLU-B: one piecewise-linear function per channel, shared over positions (the paper's default).
+
+    ``y_c = max_k(a_c^k(x) * x_c + b_c^k(x))`` with ``2KC`` coefficients per sample from the hyper
+    function θ(x) (see :class:`DyReLUA`; the last FC outputs ``2KC``). A fresh module is exactly ReLU.
+
+    Args:
+        channels: C; ``None`` infers it on the first forward pass.
+        k: K, the number of pieces (``k=1``: affine, SE-like, no rectification).
+        reduction: R, the hyper function's reduction ratio.
+        lambda_a: λ_a. lambda_b: λ_b. init_a: α (``None``: ``(1, 0, ...)``). init_b: β (``None``: zeros).
+        channels_last: the input is ``(N, *, C)``.
+        inplace: accepted and ignored.
+        device: device of the parameters. dtype: dtype of the parameters.
+
+    Shape:
+        - Input: :math:`(N, C, *)` with 0 to 3 spatial dims, or :math:`(N, *, C)` with ``channels_last``.
+        - Output: same shape and memory format as the input.
+
+    Example:
+        >>> act = DyReLUB(16)
+        >>> x = torch.randn(2, 16, 8, 8)
+        >>> torch.equal(act(x), torch.relu(x))
+        True
+    """
+
+
+class DyReLUC(_DyReLUBase):
+    """DY-ReLU-C: per channel and per position, ``a_{c,p}^k = π_p · a_c^k`` (same for ``b``).
+
+    The spatial attention is ``π = min(γ · softmax(z / τ), 1)`` with ``z`` a 1×1 convolution C→1 of the
+    input (no bias: the softmax ignores it). As ``π ≥ 0``, ``y = π · max_k(a_c^k x + b_c^k)``.
+
+    Where a fresh module starts: the last FC and the attention convolution start at zero, so ``π`` is
+    uniform and equals ``γ / HW`` (``1/3`` with the default ``γ = HW/3``): a fresh DyReLUC computes
+    ``relu(x) / 3``, not ``relu(x)``. A converted network therefore does not reproduce the original
+    output until trained; use ``gamma`` to move the starting point.
+
+    Args:
+        channels: C; ``None`` infers it on the first forward pass.
+        k, reduction, lambda_a, lambda_b, init_a, init_b: as for :class:`DyReLUB`.
+        tau: τ, the softmax temperature (10 in the paper). A plain attribute: a training schedule
+            may change it between steps.
+        gamma: γ; ``None`` means ``HW / 3`` for each input's spatial size.
+        channels_last: the input is ``(N, *, C)``.
+        inplace: accepted and ignored.
+        device: device of the parameters. dtype: dtype of the parameters.
+
+    Shape:
+        - Input: :math:`(N, C, *)` with 1 to 3 spatial dims, or :math:`(N, *, C)` with ``channels_last``.
+        - Output: same shape and memory format as the input.
+
+    Example:
+        >>> act = DyReLUC(16)
+        >>> x = torch.randn(2, 16, 8, 8)
+        >>> torch.allclose(act(x), torch.relu(x) / 3)
+        True
+    """
+
+    _needs_spatial = True
+
+    def __init__(
+        self,
+        channels: int | None = None,
+        *,
+        tau: float = 10.0,
+        gamma: float | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        **kwargs,
+    ) -> None:
+        if tau <= 0:
+            raise ValueError(f"expected a positive temperature tau, got {tau}")
+        if gamma is not None and gamma <= 0:
+            raise ValueError(f"expected a positive gamma or None (HW/3), got {gamma}")
+        self.tau = float(tau)
+        self.gamma = None if gamma is None else float(gamma)
+        super().__init__(channels, device=device, dtype=dtype, **kwargs)
+
+    def _shapes(self, channels: int) -> dict[str, tuple[int, ...]]:
+        return {**super()._shapes(channels), "spatial_weight": (channels,)}
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        nn.init.zeros_(self.spatial_weight)
+
+    def _scale(self, x: Tensor) -> Tensor:
+        flat = x.flatten(2)  # (N, C, P)
+        logits = torch.matmul(self.spatial_weight.to(x.dtype), flat).unsqueeze(1)  # (N, 1, P)
+        pi = DF.spatial_attention(logits, self.tau, self.gamma)
+        return pi.view((x.shape[0], 1, *x.shape[2:]))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, tau={self.tau}, gamma={self.gamma}"
+
+
+_VARIANTS = {"A": DyReLUA, "B": DyReLUB, "C": DyReLUC}
+
+
+def DyReLU(channels: int | None = None, *, variant: str = "B", **kwargs) -> _DyReLUBase:
+    """Create a DY-ReLU of the given ``variant`` ("A", "B" or "C", case-insensitive).
+
+    Example:
+        >>> DyReLU(8, variant="a")
+        DyReLUA(8, k=2, reduction=8, lambda_a=1.0, lambda_b=0.5, init_a=(1.0, 0.0), init_b=(0.0, 0.0))
+    """
+    cls = _VARIANTS.get(str(variant).upper())
+    if cls is None:
+        raise ValueError(f"unknown DY-ReLU variant {variant!r}, expected one of {sorted(_VARIANTS)}")
+    return cls(channels, **kwargs)
