@@ -44,7 +44,8 @@ def _forward_max(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
     spatial = x.dim() - 2
     y = torch.addcmul(_expand_coef(b, 0, spatial), x, _expand_coef(a, 0, spatial))
     for k in range(1, a.shape[-1]):
-        torch.maximum(y, torch.addcmul(_expand_coef(b, k, spatial), x, _expand_coef(a, k, spatial)), out=y)
+        # Out of place: an out= variant would end up in torch.export graphs, where autograd rejects it.
+        y = torch.maximum(y, torch.addcmul(_expand_coef(b, k, spatial), x, _expand_coef(a, k, spatial)))
     return y
 
 
@@ -228,7 +229,7 @@ def spatial_attention(logits: Tensor, tau: float = 10.0, gamma: float | None = N
         raise ValueError(f"expected logits of shape (N, 1, *spatial) with a spatial dim, got {tuple(logits.shape)}")
     if tau <= 0:
         raise ValueError(f"expected a positive temperature tau, got {tau}")
-    positions = logits[0, 0].numel()
+    positions = logits.shape[2:].numel()
     gamma = positions / 3.0 if gamma is None else gamma
     weights = torch.softmax(logits.flatten(2) / tau, dim=-1).view_as(logits)
     return torch.clamp(weights * gamma, max=1.0)

@@ -122,7 +122,7 @@ class _DyReLUBase(LazyChannels):
             context = x.to(dtype)
         hidden = F.relu(F.linear(context, self.fc1_weight, self.fc1_bias))
         residual = DF.normalize_residual(F.linear(hidden, self.fc2_weight, self.fc2_bias))  # (N, C'*2K)
-        residual = residual.view(x.shape[0], -1, 2 * self.k)  # (N, C', 2K)
+        residual = residual.view(x.shape[0], self.channels if self._per_channel else 1, 2 * self.k)  # (N, C', 2K)
         return DF.coefficients(residual, self.init_a, self.init_b, self.lambda_a, self.lambda_b)
 
     def forward(self, x: Tensor) -> Tensor:

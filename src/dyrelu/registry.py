@@ -6,6 +6,7 @@ Every factory accepts ``channels`` (ignored by the activations that do not need 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 from torch import nn
@@ -30,7 +31,11 @@ def register_act(name: str, factory: ActFactory) -> ActFactory:
 
 
 def _stateless(cls: type[nn.Module]) -> ActFactory:
+    takes_inplace = "inplace" in inspect.signature(cls).parameters
+
     def factory(channels: int | None = None, **kwargs) -> nn.Module:
+        if not takes_inplace:
+            kwargs.pop("inplace", None)  # accepted from act_layer callers, meaningless here
         return cls(**kwargs)
 
     factory.__doc__ = f"{cls.__name__}; the channel count is not needed."
