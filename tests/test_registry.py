@@ -8,6 +8,7 @@ import dyrelu
 from dyrelu import create_act, list_acts, register_act
 
 EXPECTED = {
+    "aprelu",
     "dyrelu_a",
     "dyrelu_b",
     "dyrelu_c",

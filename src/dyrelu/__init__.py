@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from dyrelu import functional
 from dyrelu.activations import Maxout, SEReLU, StaticPWL
+from dyrelu.aprelu import APReLU
 from dyrelu.modules import DyReLU, DyReLUA, DyReLUB, DyReLUC
 from dyrelu.registry import create_act, list_acts, register_act
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "APReLU",
     "DyReLU",
     "DyReLUA",
     "DyReLUB",

@@ -5,11 +5,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.lazy import LazyModuleMixin
-from torch.nn.parameter import UninitializedParameter
+from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
 
 class LazyChannels(LazyModuleMixin, nn.Module):
-    """Parameters whose shapes depend on the channel count C, known now or on the first forward pass."""
+    """Parameters whose shapes depend on the channel count C, known now or on the first forward pass.
+
+    Subclasses define ``_shapes(channels)`` and ``reset_parameters()``; ``channels_last`` (set before
+    calling this initialiser) selects ``(N, *, C)`` input instead of ``(N, C, *)``.
+    """
+
+    channels_last: bool = False
+    _needs_spatial: bool = False
 
     def __init__(self, channels: int | None, device=None, dtype=None) -> None:
         super().__init__()
@@ -22,6 +29,11 @@ class LazyChannels(LazyModuleMixin, nn.Module):
                 setattr(self, name, UninitializedParameter(**factory))
             else:
                 setattr(self, name, nn.Parameter(torch.empty(shape, **factory)))
+        for name, shape in self._buffer_shapes(channels or 1).items():
+            if channels is None:
+                self.register_buffer(name, UninitializedBuffer(**factory))
+            else:
+                self.register_buffer(name, torch.empty(shape, **factory))
         if channels is not None:
             self._initialize_hook.remove()
             self._load_hook.remove()
@@ -31,6 +43,9 @@ class LazyChannels(LazyModuleMixin, nn.Module):
     def _shapes(self, channels: int) -> dict[str, tuple[int, ...]]:
         raise NotImplementedError
 
+    def _buffer_shapes(self, channels: int) -> dict[str, tuple[int, ...]]:
+        return {}
+
     def reset_parameters(self) -> None:
         raise NotImplementedError
 
@@ -39,7 +54,7 @@ class LazyChannels(LazyModuleMixin, nn.Module):
             return
         self.channels = self._channel_count(x)
         with torch.no_grad():
-            for name, shape in self._shapes(self.channels).items():
+            for name, shape in {**self._shapes(self.channels), **self._buffer_shapes(self.channels)}.items():
                 getattr(self, name).materialize(shape)
             self.reset_parameters()
 
@@ -53,15 +68,29 @@ class LazyChannels(LazyModuleMixin, nn.Module):
     def _channels_from(self, name: str, value: Tensor) -> int:
         return value.shape[0]
 
+    # -- layouts: (N, C, *) by default, (N, *, C) with channels_last ------------------------------------
     def _channel_count(self, x: Tensor) -> int:
         if x.dim() < 2:
-            raise ValueError(f"expected input with a batch and a channel dim (N, C, *), got shape {tuple(x.shape)}")
-        return x.shape[1]
+            raise ValueError(f"expected input with a batch and a channel dim, got shape {tuple(x.shape)}")
+        return x.shape[-1] if self.channels_last else x.shape[1]
 
-    def _check(self, x: Tensor) -> None:
-        if x.dim() < 2 or x.shape[1] != self.channels:
-            got = x.shape[1] if x.dim() >= 2 else None
-            raise ValueError(f"expected {self.channels} channels at dim 1, got {got} (input shape {tuple(x.shape)})")
+    def _to_channels_first(self, x: Tensor) -> Tensor:
+        """Check ``x`` and return it with channels at dim 1 (a view: no copy for channels-last input)."""
+        got = self._channel_count(x)
+        if got != self.channels:
+            where = "the last dim" if self.channels_last else "dim 1"
+            raise ValueError(f"expected {self.channels} channels at {where}, got {got} (input shape {tuple(x.shape)})")
+        if x.dim() > 5:
+            raise ValueError(f"expected at most 3 spatial dims, got input of shape {tuple(x.shape)}")
+        if self._needs_spatial and x.dim() < 3:
+            raise ValueError(
+                f"{type(self).__name__} needs spatial positions: expected input (N, C, *spatial) with at least one "
+                f"spatial dim, got shape {tuple(x.shape)}"
+            )
+        return x.movedim(-1, 1) if self.channels_last else x
+
+    def _from_channels_first(self, y: Tensor) -> Tensor:
+        return y.movedim(1, -1) if self.channels_last else y
 
     def extra_repr(self) -> str:
         return f"{self.channels}"

@@ -58,7 +58,7 @@ class SEReLU(LazyChannels):
             nn.init.uniform_(bias, -1.0 / math.sqrt(weight.shape[1]), 1.0 / math.sqrt(weight.shape[1]))
 
     def forward(self, x: Tensor) -> Tensor:
-        self._check(x)
+        self._to_channels_first(x)
         x = torch.relu(x)
         context = x.mean(dim=tuple(range(2, x.dim()))) if x.dim() > 2 else x
         hidden = F.relu(F.linear(context, self.fc1_weight, self.fc1_bias))
@@ -105,7 +105,7 @@ class Maxout(LazyChannels):
             nn.init.zeros_(self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        self._check(x)
+        self._to_channels_first(x)
         y = torch.einsum("oc,nc...->no...", self.weight.to(x.dtype), x)  # (N, K*C, *)
         y = y + self.bias.to(x.dtype).view((1, -1) + (1,) * (x.dim() - 2))
         return y.unflatten(1, (self.k, self.channels)).amax(dim=1)
@@ -157,7 +157,7 @@ class StaticPWL(LazyChannels):
             self.b.copy_(torch.tensor(self.init_b).expand_as(self.b))
 
     def forward(self, x: Tensor) -> Tensor:
-        self._check(x)
+        self._to_channels_first(x)
         return DF.piecewise_max(x, self.a.unsqueeze(0), self.b.unsqueeze(0))
 
     def extra_repr(self) -> str:

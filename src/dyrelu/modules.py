@@ -31,7 +31,6 @@ class _DyReLUBase(LazyChannels):
     """Shared machinery: argument checks, layouts, lazy channels and the hyper function θ(x)."""
 
     _per_channel: bool = True
-    _needs_spatial: bool = False
 
     def __init__(
         self,
@@ -83,29 +82,6 @@ class _DyReLUBase(LazyChannels):
         nn.init.uniform_(self.fc1_bias, -bound, bound)
         nn.init.zeros_(self.fc2_weight)
         nn.init.zeros_(self.fc2_bias)
-
-    # -- layouts ------------------------------------------------------------------------------------
-    def _channel_count(self, x: Tensor) -> int:
-        if x.dim() < 2:
-            raise ValueError(f"expected input with a batch and a channel dim, got shape {tuple(x.shape)}")
-        return x.shape[-1] if self.channels_last else x.shape[1]
-
-    def _to_channels_first(self, x: Tensor) -> Tensor:
-        got = self._channel_count(x)
-        if got != self.channels:
-            where = "the last dim" if self.channels_last else "dim 1"
-            raise ValueError(f"expected {self.channels} channels at {where}, got {got} (input shape {tuple(x.shape)})")
-        if x.dim() > 5:
-            raise ValueError(f"expected at most 3 spatial dims, got input of shape {tuple(x.shape)}")
-        if self._needs_spatial and x.dim() < 3:
-            raise ValueError(
-                f"{type(self).__name__} needs spatial positions: expected input (N, C, *spatial) with at least one "
-                f"spatial dim, got shape {tuple(x.shape)}"
-            )
-        return x.movedim(-1, 1) if self.channels_last else x
-
-    def _from_channels_first(self, y: Tensor) -> Tensor:
-        return y.movedim(1, -1) if self.channels_last else y
 
     # -- hyper function θ(x) --------------------------------------------------------------------------
     def hyper(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from torch import nn
 
 from dyrelu.activations import Maxout, SEReLU, StaticPWL
+from dyrelu.aprelu import APReLU
 from dyrelu.modules import DyReLUA, DyReLUB, DyReLUC
 
 __all__ = ["create_act", "list_acts", "register_act"]
@@ -74,6 +75,7 @@ for _name, _factory in {
     "se_relu": _with_channels(SEReLU),
     "maxout": _with_channels(Maxout),
     "static_pwl": _with_channels(StaticPWL),
+    "aprelu": _with_channels(APReLU),
     "dyrelu_a": _with_channels(DyReLUA),
     "dyrelu_b": _with_channels(DyReLUB),
     "dyrelu_c": _with_channels(DyReLUC),
