@@ -1,0 +1,140 @@
+"""Options and error handling shared by the ``train``, ``eval``, ``export`` and ``demo`` subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from dyrelu.cli import CLIError
+
+DATASETS = ("fashion-mnist", "cifar10", "cifar100", "folder", "synthetic")
+
+
+def add_data_args(parser: argparse.ArgumentParser, *, for_eval: bool = False) -> None:
+    group = parser.add_argument_group("data")
+    default = "the checkpoint's" if for_eval else "fashion-mnist"
+    group.add_argument("--data", choices=DATASETS, default=None, help=f"the dataset (default {default})")
+    group.add_argument(
+        "--data-dir",
+        default=None,
+        metavar="DIR",
+        help="the data folder (Fashion-MNIST: /usr/share/datasets/fashion-mnist, from `apt-get install "
+        "dataset-fashion-mnist`; CIFAR: the folder holding cifar-10-batches-py/ or cifar-100-python/; folder: "
+        "one sub-folder per class, or train/ and val/ with one sub-folder per class each)",
+    )
+    group.add_argument("--image-size", type=int, default=None, metavar="PX", help="folder/synthetic image side")
+    group.add_argument(
+        "--synthetic-samples", type=int, default=None, metavar="N", help="synthetic training images (test: N/4)"
+    )
+
+
+def data_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if args.image_size is not None:
+        kwargs["image_size"] = args.image_size
+    if args.synthetic_samples is not None:
+        if args.data not in (None, "synthetic"):
+            raise CLIError(f"--synthetic-samples applies to --data synthetic, got --data {args.data}")
+        kwargs["num_samples"] = args.synthetic_samples
+    return kwargs
+
+
+def add_act_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("activation options (passed to every activation)")
+    group.add_argument("--k", type=int, default=None, help="K, pieces of DY-ReLU (paper: 2)")
+    group.add_argument("--reduction", type=int, default=None, help="R, the hyper function's reduction (paper: 8)")
+    group.add_argument("--lambda-a", type=float, default=None, help="λ_a, range of the slopes' residual")
+    group.add_argument("--lambda-b", type=float, default=None, help="λ_b, range of the intercepts' residual")
+    group.add_argument("--tau", type=float, default=None, help="DY-ReLU-C's softmax temperature τ (paper: 10)")
+    group.add_argument("--gamma", type=float, default=None, help="DY-ReLU-C's γ (default HW/3)")
+    group.add_argument(
+        "--act-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other keyword of the activation, VALUE a Python literal (repeatable)",
+    )
+
+
+def act_kwargs(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The activation keywords given on the command line, or None if none were."""
+    kwargs: dict[str, Any] = {}
+    for name in ("k", "reduction", "lambda_a", "lambda_b", "tau", "gamma"):
+        value = getattr(args, name)
+        if value is not None:
+            kwargs[name] = value
+    for item in args.act_arg:
+        key, sep, text = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise CLIError(f"expected --act-arg KEY=VALUE, got {item!r}")
+        try:
+            kwargs[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            kwargs[key] = text
+    return kwargs or None
+
+
+def check_model_options(model: str, act: str | None, kwargs: dict[str, Any]) -> None:
+    """Fail early, in one line, on an unknown model or activation or an option the activation lacks."""
+    from dyrelu import create_act, list_acts
+
+    try:
+        from dyrelu.models import list_models
+    except ImportError as err:
+        raise CLIError(f"{err}") from None
+    if model.lower() not in list_models():
+        raise CLIError(f"unknown model {model!r}, expected one of {', '.join(list_models())}")
+    if act is None:
+        if kwargs:
+            raise CLIError(f"--act none keeps the architecture's activations, which take no options; got {kwargs}")
+        return
+    if act.lower() not in list_acts():
+        raise CLIError(f"unknown activation {act!r}, expected one of {', '.join(list_acts())} or none")
+    try:
+        create_act(act, 8, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise CLIError(f"bad options {kwargs} for --act {act}: {err}") from None
+
+
+def add_progress_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (off anyway when not a tty)")
+
+
+def want_progress(args: argparse.Namespace) -> bool:
+    return not args.no_progress and sys.stderr.isatty()
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0") or 0) == 0
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the library's data, checkpoint and configuration errors into one-line CLI errors."""
+    from dyrelu.data import DataError
+    from dyrelu.train import CheckpointError
+
+    try:
+        yield
+    except (DataError, CheckpointError, FloatingPointError) as err:
+        raise CLIError(str(err)) from None
+    except ImportError as err:
+        raise CLIError(f"{err} (install the extras: pip install 'dyrelu[train,vision]')") from None
+
+
+def positive(kind: type = int):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+
+    return parse

@@ -1,0 +1,164 @@
+"""The `dyrelu` train, eval, export and demo subcommands, run in-process on small data in tmp_path."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import pytest
+import torch
+
+from dyrelu.cli import main
+from dyrelu.train import load_checkpoint, model_from_checkpoint, read_metrics
+from test_data import write_fashion_mnist
+
+TRAIN = [
+    "train",
+    "--model",
+    "mobilenetv2_035",
+    "--act",
+    "dyrelu_b",
+    "--reduction",
+    "4",
+    "--data",
+    "synthetic",
+    "--synthetic-samples",
+    "64",
+    "--image-size",
+    "8",
+    "--batch-size",
+    "16",
+    "--lr",
+    "0.05",
+    "--threads",
+    "1",
+    "--no-tensorboard",
+    "--no-progress",
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A run trained for one epoch, then resumed to two (the output of both calls)."""
+    out = tmp_path_factory.mktemp("run")
+    outputs = []
+    for argv in (
+        [*TRAIN, "--epochs", "1", "--out", str(out)],
+        ["train", "--out", str(out), "--resume", "--epochs", "2"],
+    ):
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            assert main(argv) == 0
+        outputs.append(buffer.getvalue())
+    return out, outputs
+
+
+def test_train_then_resume(trained):
+    out, (first, second) = trained
+    assert "epoch 1/1" in first and "done: 1 epochs" in first
+    assert "resumed from" in second and "after epoch 1: continuing with epoch 2" in second
+    rows = read_metrics(out)
+    assert [row["epoch"] for row in rows] == [1, 2]
+    state = load_checkpoint(out / "last.pt")
+    assert state["epoch"] == 2
+    assert state["config"]["act"] == "dyrelu_b" and state["config"]["act_kwargs"] == {"reduction": 4}
+    assert state["config"]["epochs"] == 2 and state["config"]["small_input"] is True
+    assert json.loads((out / "config.json").read_text())["model"] == "mobilenetv2_035"
+
+
+def test_eval(trained, capsys):
+    out, _ = trained
+    assert main(["eval", "--checkpoint", str(out), "--json", "--threads", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["acc"] == pytest.approx(read_metrics(out)[-1]["test_acc"]) and result["count"] == 16
+    argv = ["eval", "--checkpoint", str(out / "last.pt"), "--data", "synthetic", "--synthetic-samples", "40"]
+    assert main([*argv, "--threads", "1"]) == 0
+    assert "(10 images)" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_export_onnx_checked_with_onnxruntime(trained, tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    out, _ = trained
+    onnx_file = tmp_path / "model.onnx"
+    assert main(["export", "--checkpoint", str(out), "--format", "onnx", "--out", str(onnx_file)]) == 0
+    assert "checked with onnxruntime" in capsys.readouterr().out
+    model, _ = model_from_checkpoint(out)
+    images = torch.randn(5, 3, 8, 8)  # another batch size than the example: the batch dimension is dynamic
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"images": images.numpy()})[0]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(got), model(images), atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.slow
+def test_export_torch_export_program(trained, tmp_path, capsys):
+    out, _ = trained
+    program_file = tmp_path / "model.pt2"
+    assert main(["export", "--checkpoint", str(out), "--format", "pt2", "--out", str(program_file)]) == 0
+    assert "checked with torch.export.load" in capsys.readouterr().out
+    assert program_file.stat().st_size > 0
+
+
+def _one_line_error(capsys, command: str) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"dyrelu {command}: error:"), err
+    return lines[0]
+
+
+def test_missing_fashion_mnist_says_how_to_get_it(tmp_path, capsys):
+    argv = ["train", "--data", "fashion-mnist", "--data-dir", str(tmp_path / "none"), "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    line = _one_line_error(capsys, "train")
+    assert "apt-get install dataset-fashion-mnist" in line and "--data-dir" in line
+
+
+def test_corrupt_or_missing_checkpoints(tmp_path, capsys):
+    bad = tmp_path / "last.pt"
+    bad.write_bytes(b"\x00garbage")
+    assert main(["eval", "--checkpoint", str(bad)]) == 2
+    assert "corrupt" in _one_line_error(capsys, "eval")
+    assert main(["export", "--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "no checkpoint at" in _one_line_error(capsys, "export")
+    assert main(["train", "--out", str(tmp_path), "--resume", "--data", "synthetic"]) == 2
+    assert "corrupt" in _one_line_error(capsys, "train")
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--model", "nosuchnet"], "unknown model 'nosuchnet'"),
+        (["--act", "nosuchact"], "unknown activation 'nosuchact'"),
+        (["--act", "relu", "--k", "3"], "for --act relu: ReLU.__init__() got an unexpected keyword argument 'k'"),
+        (["--data-fraction", "2"], r"data_fraction in (0, 1], got 2.0"),
+    ],
+)
+def test_bad_options(tmp_path, capsys, extra, expected):
+    assert main([*TRAIN, "--epochs", "1", "--out", str(tmp_path), *extra]) == 2
+    assert expected in _one_line_error(capsys, "train")
+
+
+def test_existing_run_is_not_overwritten(trained, capsys):
+    out, _ = trained
+    assert main([*TRAIN, "--epochs", "1", "--out", str(out)]) == 2
+    assert "already holds a checkpoint; resume it (--resume)" in _one_line_error(capsys, "train")
+    assert main(["train", "--out", str(out), "--resume", "--model", "mobilenetv2_050"]) == 2
+    assert "model='mobilenetv2_035'" in _one_line_error(capsys, "train")
+
+
+@pytest.mark.slow
+def test_demo_on_a_small_fashion_mnist(tmp_path, capsys):
+    data = write_fashion_mnist(tmp_path / "fmnist", n_train=32, n_test=16)
+    out = tmp_path / "demo"
+    argv = ["demo", "--data-dir", str(data), "--model", "mobilenetv2_035", "--epochs", "1", "--data-fraction", "1"]
+    assert main([*argv, "--batch-size", "16", "--threads", "1", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "| ReLU |" in printed and "| DY-ReLU-B |" in printed and "wall time" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert [row["act"] for row in results["rows"]] == ["relu", "dyrelu_b"]
+    assert results["rows"][1]["params"] > results["rows"][0]["params"]
+    assert (out / "curves.png").stat().st_size > 0 and "DY-ReLU-B" in (out / "results.md").read_text()
+    assert main([*argv, "--batch-size", "16", "--threads", "1", "--out", str(out), "--no-progress"]) == 0
+    assert "nothing to train" in capsys.readouterr().out  # a second demo reuses the finished runs
