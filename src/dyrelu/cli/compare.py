@@ -1,0 +1,76 @@
+"""``dyrelu compare``: run the comparison grid of the paper's claims, resumably, into a results CSV."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dyrelu.cli import CLIError
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``compare`` subcommand to ``subparsers``."""
+    from dyrelu.experiments import DEFAULT_BUDGET
+
+    b = DEFAULT_BUDGET
+    parser = subparsers.add_parser(
+        "compare",
+        help="run the grid of the paper's claims (resumable)",
+        description=(
+            "Train every configuration of the selected claims with each seed and append one row per finished run "
+            "to the results CSV. Finished runs are skipped and interrupted ones resume from their last epoch, so "
+            "the command can be stopped and restarted at any time."
+        ),
+    )
+    parser.add_argument("--claims", default=None, help="comma-separated claims (default: all, C1 to C5)")
+    parser.add_argument("--results", default="results/grid.csv", help="the results CSV (default results/grid.csv)")
+    parser.add_argument("--runs-dir", default="runs/grid", help="checkpoints and logs per run (default runs/grid)")
+    parser.add_argument("--data-dir", default=None, help="the Fashion-MNIST folder (default: the system's)")
+    parser.add_argument("--epochs", type=int, default=b.epochs, help=f"epochs per run (default {b.epochs})")
+    parser.add_argument(
+        "--data-fraction", type=float, default=b.data_fraction, help=f"training fraction (default {b.data_fraction})"
+    )
+    parser.add_argument("--seeds", default=",".join(map(str, b.seeds)), help="comma-separated seeds (default 0,1,2)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at once, one process each (default 2)")
+    parser.add_argument("--limit", type=int, default=None, help="stop after this many runs")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs still to do and exit")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from dyrelu.experiments import DEFAULT_BUDGET, plan_runs, read_results, run_grid, select_claims
+
+    try:
+        claims = select_claims(args.claims.split(",") if args.claims else None)
+        seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
+    except ValueError as err:
+        raise CLIError(str(err)) from err
+    if args.jobs < 1:
+        raise CLIError(f"expected --jobs >= 1, got {args.jobs}")
+    budget = replace(
+        DEFAULT_BUDGET, epochs=args.epochs, data_fraction=args.data_fraction, seeds=seeds, data_dir=args.data_dir
+    )
+    if args.dry_run:
+        done = {row["run"] for row in read_results(args.results)}
+        for spec, names in plan_runs(claims, seeds):
+            if spec.run_id not in done:
+                print(f"{spec.run_id}  ({' '.join(names)})")
+        return 0
+    try:
+        run_grid(
+            args.results,
+            args.runs_dir,
+            claims=claims,
+            budget=budget,
+            jobs=args.jobs,
+            limit=args.limit,
+            log=lambda line: print(line, flush=True),
+        )
+    except (ValueError, OSError) as err:
+        raise CLIError(str(err).splitlines()[0]) from err
+    print(f"results in {args.results}; write the report with: dyrelu report --results {args.results}", file=sys.stderr)
+    return 0

@@ -1,0 +1,46 @@
+"""``dyrelu report``: generate REPRODUCTION.md from the results CSV (byte for byte reproducible)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dyrelu.cli import CLIError
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``report`` subcommand to ``subparsers``."""
+    parser = subparsers.add_parser(
+        "report",
+        help="write REPRODUCTION.md from the results CSV",
+        description="Generate the reproduction report (tables, verdicts) from the results of `dyrelu compare`.",
+    )
+    parser.add_argument("--results", default="results/grid.csv", help="the results CSV (default results/grid.csv)")
+    parser.add_argument("--out", default="REPRODUCTION.md", help="the report to write (default REPRODUCTION.md)")
+    parser.add_argument("--check", action="store_true", help="do not write; exit 1 if --out differs from the report")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from dyrelu.experiments import read_results
+    from dyrelu.report import make_report
+
+    rows = read_results(args.results)
+    if not rows:
+        raise CLIError(f"no results in {args.results}; run `dyrelu compare` first")
+    try:
+        text = make_report(rows)
+    except (KeyError, ValueError) as err:
+        raise CLIError(f"{args.results} is not a results file of dyrelu compare: {err}") from err
+    out = Path(args.out)
+    if args.check:
+        same = out.exists() and out.read_text() == text
+        print(f"{out} is {'up to date' if same else 'out of date: run dyrelu report'}")
+        return 0 if same else 1
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(out)
+    print(f"wrote {out} from {len(rows)} runs")
+    return 0

@@ -1,0 +1,389 @@
+"""The comparison grid: the paper's claims as declarative tables of runs, run resumably into one CSV.
+
+Each claim names the configurations (model, activation, activation options) it compares; every
+configuration runs with several seeds under one shared training budget. A run is identified by its
+configuration and seed: configurations shared by several claims (the ReLU baseline of
+``mobilenetv2_035``, say) run once. Finished runs are read back from the results CSV and skipped;
+an interrupted run continues from its last epoch checkpoint. Each finished run appends one row to the
+CSV atomically (the whole file is rewritten to a temporary file, then renamed).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CLAIMS",
+    "COLUMNS",
+    "DEFAULT_BUDGET",
+    "Budget",
+    "Claim",
+    "Config",
+    "RunSpec",
+    "append_row",
+    "plan_runs",
+    "read_results",
+    "run_grid",
+    "select_claims",
+]
+
+#: Columns of the results CSV, in order.
+COLUMNS = (
+    "experiment",
+    "run",
+    "model",
+    "act",
+    "k",
+    "act_kwargs",
+    "seed",
+    "epochs",
+    "data_fraction",
+    "batch_size",
+    "test_acc",
+    "test_loss",
+    "train_acc",
+    "params",
+    "madds",
+    "train_seconds",
+    "seconds_per_epoch",
+    "threads",
+    "torch",
+    "commit",
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A network with an activation: what a claim compares. ``act_kwargs`` as sorted (key, value) pairs."""
+
+    model: str
+    act: str
+    act_kwargs: tuple[tuple[str, Any], ...] = ()
+    label: str = ""
+
+    @property
+    def k(self) -> int | None:
+        """The number of pieces of a piecewise activation (None for the others)."""
+        kwargs = dict(self.act_kwargs)
+        if "k" in kwargs:
+            return int(kwargs["k"])
+        return 2 if self.act in ("dyrelu_a", "dyrelu_b", "dyrelu_c", "static_pwl", "maxout") else None
+
+    @property
+    def name(self) -> str:
+        """A stable, readable identifier: ``model-act[-key=value...]``."""
+        parts = [self.model, self.act] + [f"{key}={value}" for key, value in self.act_kwargs]
+        return "-".join(parts)
+
+    @property
+    def display(self) -> str:
+        return self.label or self.act
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: a configuration and a seed."""
+
+    config: Config
+    seed: int
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.config.name}-seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim of the paper as a comparison: ``configs`` against the ReLU ``baseline`` of the same model."""
+
+    name: str
+    title: str
+    statement: str
+    configs: tuple[Config, ...]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Training settings shared by every run of the grid (passed to :class:`dyrelu.train.TrainConfig`)."""
+
+    data: str = "fashion-mnist"
+    data_dir: str | None = None
+    epochs: int = 8
+    data_fraction: float = 0.25
+    batch_size: int = 128
+    lr: float = 0.1
+    warmup_epochs: float = 1.0
+    seeds: tuple[int, ...] = (0, 1, 2)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+DEFAULT_BUDGET = Budget()
+
+
+def _cfg(model: str, act: str, label: str = "", **act_kwargs: Any) -> Config:
+    return Config(model, act, tuple(sorted(act_kwargs.items())), label)
+
+
+_SMALL = "mobilenetv2_035"
+
+#: The paper's claims that can be tested at small scale. Every table compares with ReLU on the same model.
+CLAIMS: tuple[Claim, ...] = (
+    Claim(
+        "C1",
+        "DY-ReLU-B against ReLU across network sizes",
+        "DY-ReLU-B beats ReLU, and the gain is larger for smaller networks.",
+        tuple(
+            _cfg(model, act)
+            for model in ("mobilenetv2_035", "mobilenetv2_050", "mobilenetv2_100", "resnet10")
+            for act in ("relu", "dyrelu_b")
+        ),
+    ),
+    Claim(
+        "C2",
+        "The variants A, B and C",
+        "DY-ReLU-A is below B, B is about equal to C, and all three are above ReLU.",
+        tuple(_cfg(_SMALL, act) for act in ("relu", "dyrelu_a", "dyrelu_b", "dyrelu_c")),
+    ),
+    Claim(
+        "C3",
+        "The number of pieces K",
+        "K = 2 is much better than K = 1 (an affine map, no rectification); K = 3 adds little over K = 2.",
+        (
+            _cfg(_SMALL, "relu"),
+            _cfg(_SMALL, "dyrelu_b", "dyrelu_b K=1", k=1),
+            _cfg(_SMALL, "dyrelu_b", "dyrelu_b K=2"),
+            _cfg(_SMALL, "dyrelu_b", "dyrelu_b K=3", k=3),
+        ),
+    ),
+    Claim(
+        "C4",
+        "DY-ReLU-B against other activations",
+        "DY-ReLU-B beats ReLU, LeakyReLU, PReLU, RReLU, SiLU/Swish, SE+ReLU, Maxout, the static "
+        "piecewise-linear function and APReLU.",
+        tuple(
+            _cfg(_SMALL, act)
+            for act in (
+                "relu",
+                "lrelu",
+                "prelu",
+                "rrelu",
+                "silu",
+                "se_relu",
+                "maxout",
+                "static_pwl",
+                "aprelu",
+                "dyrelu_b",
+            )
+        ),
+    ),
+    Claim(
+        "C5",
+        "Hyper-function choices: reduction R and λ_b",
+        "The results are not sensitive to the reduction ratio R in {4, 8, 16} or to λ_b in {0.5, 1.0}.",
+        (
+            _cfg(_SMALL, "relu"),
+            _cfg(_SMALL, "dyrelu_b", "dyrelu_b R=4", reduction=4),
+            _cfg(_SMALL, "dyrelu_b", "dyrelu_b R=8 λ_b=0.5"),
+            _cfg(_SMALL, "dyrelu_b", "dyrelu_b R=16", reduction=16),
+            _cfg(_SMALL, "dyrelu_b", "dyrelu_b λ_b=1.0", lambda_b=1.0),
+        ),
+    ),
+)
+
+
+def select_claims(names: Iterable[str] | None = None) -> tuple[Claim, ...]:
+    """The claims named (all when ``names`` is None); an unknown name raises ``ValueError``."""
+    if names is None:
+        return CLAIMS
+    known = {c.name: c for c in CLAIMS}
+    wanted = [n.strip().upper() for n in names]
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise ValueError(f"unknown claims {unknown}, expected some of {sorted(known)}")
+    return tuple(known[n] for n in wanted)
+
+
+def plan_runs(claims: Sequence[Claim], seeds: Sequence[int]) -> list[tuple[RunSpec, list[str]]]:
+    """Unique runs of ``claims`` with the claims each serves, in a stable order (seed-major).
+
+    Seed-major order means an interrupted grid has every configuration at the same number of seeds.
+    """
+    owners: dict[Config, list[str]] = {}
+    for claim in claims:
+        for config in claim.configs:
+            key = Config(config.model, config.act, config.act_kwargs)
+            owners.setdefault(key, [])
+            if claim.name not in owners[key]:
+                owners[key].append(claim.name)
+    return [(RunSpec(config, seed), names) for seed in seeds for config, names in owners.items()]
+
+
+# -- the results file ------------------------------------------------------------------------------------
+
+
+def read_results(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of a results CSV (an empty list when the file does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def append_row(path: str | os.PathLike, row: dict[str, Any]) -> None:
+    """Append ``row`` to the results CSV atomically: write the whole file to a temporary file, then rename.
+
+    A crash leaves either the old or the new file, never a half-written row.
+    """
+    path = Path(path)
+    rows = read_results(path)
+    rows.append({key: row.get(key, "") for key in COLUMNS})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(buffer.getvalue())
+    os.replace(tmp, path)
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+# -- running ---------------------------------------------------------------------------------------------
+
+
+def _train_one(spec: RunSpec, claims: list[str], budget: Budget, runs_dir: str, threads: int) -> dict[str, Any]:
+    """Train one run (resuming its checkpoint if any) and return its results row. Runs in a worker."""
+    import torch
+
+    from dyrelu.profile import profile_model
+    from dyrelu.train import TrainConfig, fit
+
+    config = spec.config
+    train_config = TrainConfig(
+        model=config.model,
+        act=config.act,
+        act_kwargs=dict(config.act_kwargs),
+        data=budget.data,
+        data_dir=budget.data_dir,
+        data_fraction=budget.data_fraction,
+        epochs=budget.epochs,
+        batch_size=budget.batch_size,
+        lr=budget.lr,
+        warmup_epochs=budget.warmup_epochs,
+        seed=spec.seed,
+        threads=threads,
+        tensorboard=False,
+        **budget.extra,
+    )
+    result = fit(train_config, Path(runs_dir) / spec.run_id, resume=True)
+    last = result.metrics[-1]
+    resolved = result.config
+    image = (1, resolved.in_chans, 28, 28) if resolved.small_input else (1, resolved.in_chans, 224, 224)
+    model = result.model.to(memory_format=torch.contiguous_format)
+    profile = profile_model(model, image)
+    train_seconds = sum(float(row["epoch_seconds"]) for row in result.metrics)
+    return {
+        "experiment": " ".join(claims),
+        "run": spec.run_id,
+        "model": config.model,
+        "act": config.act,
+        "k": "" if config.k is None else config.k,
+        "act_kwargs": json.dumps(dict(config.act_kwargs), sort_keys=True),
+        "seed": spec.seed,
+        "epochs": budget.epochs,
+        "data_fraction": budget.data_fraction,
+        "batch_size": budget.batch_size,
+        "test_acc": f"{float(last['test_acc']):.2f}",
+        "test_loss": f"{float(last['test_loss']):.4f}",
+        "train_acc": f"{float(last['train_acc']):.2f}",
+        "params": profile.params,
+        "madds": profile.madds,
+        "train_seconds": f"{train_seconds:.1f}",
+        "seconds_per_epoch": f"{train_seconds / len(result.metrics):.1f}",
+        "threads": threads,
+        "torch": torch.__version__.split("+")[0],
+        "commit": _commit(),
+    }
+
+
+def run_grid(
+    results: str | os.PathLike,
+    runs_dir: str | os.PathLike,
+    *,
+    claims: Sequence[Claim] = CLAIMS,
+    budget: Budget = DEFAULT_BUDGET,
+    jobs: int = 1,
+    limit: int | None = None,
+    log: Callable[[str], None] = print,
+) -> int:
+    """Run every missing run of ``claims`` and append its row to ``results``; returns the number run.
+
+    Args:
+        results: the results CSV; runs already in it (by run id and budget) are skipped.
+        runs_dir: where each run's checkpoint and metrics go (``runs_dir/<run id>``).
+        claims: the claims to run.
+        budget: the shared training settings.
+        jobs: runs trained at once, each in its own process with ``cores // jobs`` threads.
+        limit: stop after this many runs (``None``: all).
+        log: receives one line per event.
+    """
+    if jobs < 1:
+        raise ValueError(f"expected jobs >= 1, got {jobs}")
+    done = {
+        row["run"]
+        for row in read_results(results)
+        if row["epochs"] == str(budget.epochs) and row["data_fraction"] == str(budget.data_fraction)
+    }
+    planned = plan_runs(claims, budget.seeds)
+    todo = [(spec, names) for spec, names in planned if spec.run_id not in done]
+    log(f"{len(planned) - len(todo)} of {len(planned)} runs done")
+    if limit is not None:
+        todo = todo[:limit]
+    log(f"running {len(todo)}, {jobs} at once")
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    finished = 0
+    if jobs == 1:
+        for spec, names in todo:
+            log(f"start {spec.run_id}")
+            append_row(results, _train_one(spec, names, budget, str(runs_dir), threads))
+            finished += 1
+            log(f"done {spec.run_id} ({finished}/{len(todo)})")
+        return finished
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(_train_one, spec, names, budget, str(runs_dir), threads): spec for spec, names in todo}
+        for future in as_completed(futures):
+            row = future.result()
+            append_row(results, row)  # only this process writes the CSV
+            finished += 1
+            log(f"done {futures[future].run_id}: test acc {row['test_acc']}% ({finished}/{len(todo)})")
+    return finished
+
+
+def machine_summary() -> str:
+    """One line describing the machine, for the report."""
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"

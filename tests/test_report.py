@@ -1,0 +1,129 @@
+"""The comparison grid's bookkeeping and the report generator, on small CSVs the tests write."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dyrelu.cli import main
+from dyrelu.experiments import CLAIMS, COLUMNS, Budget, append_row, plan_runs, read_results, run_grid, select_claims
+from dyrelu.report import make_report, summarise
+
+
+def _row(model, act, seed, acc, **act_kwargs):
+    k = act_kwargs.get("k", 2 if act.startswith("dyrelu") or act in ("static_pwl", "maxout") else "")
+    return {
+        "experiment": "C1",
+        "run": f"{model}-{act}-seed{seed}",
+        "model": model,
+        "act": act,
+        "k": k,
+        "act_kwargs": json.dumps(act_kwargs, sort_keys=True),
+        "seed": seed,
+        "epochs": 8,
+        "data_fraction": 0.25,
+        "batch_size": 128,
+        "test_acc": acc,
+        "test_loss": 0.5,
+        "train_acc": 90.0,
+        "params": 1000 if act == "relu" else 1100,
+        "madds": 10_000_000 if act == "relu" else 10_500_000,
+        "train_seconds": 100.0,
+        "seconds_per_epoch": 12.5,
+        "threads": 1,
+        "torch": "2.14.1",
+        "commit": "abc1234",
+    }
+
+
+def _write(path, rows):
+    for row in rows:
+        append_row(path, row)
+    return read_results(path)
+
+
+def test_plan_runs_deduplicates_shared_configurations():
+    runs = plan_runs(CLAIMS, seeds=(0, 1, 2))
+    ids = [spec.run_id for spec, _ in runs]
+    assert len(ids) == len(set(ids))
+    baseline = [names for spec, names in runs if spec.run_id == "mobilenetv2_035-relu-seed0"]
+    assert baseline == [["C1", "C2", "C3", "C4", "C5"]]
+    # seed-major: every configuration's seed 0 comes before any seed 1
+    seeds = [spec.seed for spec, _ in runs]
+    assert seeds == sorted(seeds)
+    with pytest.raises(ValueError, match=r"unknown claims \['C9'\]"):
+        select_claims(["C9"])
+
+
+def test_append_row_is_atomic_and_keeps_columns(tmp_path):
+    path = tmp_path / "results" / "grid.csv"
+    rows = _write(path, [_row("m", "relu", 0, 90.0), _row("m", "dyrelu_b", 0, 91.0)])
+    assert [r["act"] for r in rows] == ["relu", "dyrelu_b"]
+    assert path.read_text().splitlines()[0] == ",".join(COLUMNS)
+    assert not list(path.parent.glob(".*tmp"))
+
+
+def test_summarise_mean_and_sample_std(tmp_path):
+    rows = _write(tmp_path / "r.csv", [_row("m", "relu", s, acc) for s, acc in enumerate([90.0, 91.0, 92.0])])
+    (stat,) = summarise(rows).values()
+    assert stat.n == 3 and stat.mean == pytest.approx(91.0) and stat.std == pytest.approx(1.0)
+
+
+def _c2_rows(a, b, c, relu=90.0):
+    rows = []
+    for seed, jitter in enumerate((-0.1, 0.0, 0.1)):
+        for act, acc in (("relu", relu), ("dyrelu_a", a), ("dyrelu_b", b), ("dyrelu_c", c)):
+            rows.append(_row("mobilenetv2_035", act, seed, acc + jitter))
+    return rows
+
+
+def test_report_verdicts_follow_the_spread(tmp_path):
+    holds = make_report(_write(tmp_path / "a.csv", _c2_rows(a=91.0, b=92.0, c=92.05)), select_claims(["C2"]))
+    assert "| C2 |" in holds and "| holds |" in holds
+    fails = make_report(_write(tmp_path / "b.csv", _c2_rows(a=89.0, b=89.5, c=91.0)), select_claims(["C2"]))
+    assert "holds |" not in fails.split("## C2")[0]
+    assert "B − A = +0.50 ± 0.14 pp (clearly higher)" in fails
+    missing = make_report(_write(tmp_path / "c.csv", _c2_rows(91, 92, 92)), select_claims(["C1", "C2"]))
+    assert "| C1 |" in missing and "not run yet" in missing
+
+
+def test_report_tables_and_costs(tmp_path):
+    rows = _write(tmp_path / "r.csv", _c2_rows(a=91.0, b=92.0, c=92.0))
+    text = make_report(rows, select_claims(["C2"]))
+    assert "| mobilenetv2_035 | dyrelu_b | 3 | 92.00 ± 0.10 | +2.00 ± 0.14 | 0.001M | 10.50M | +5.0% | 12.5 |" in text
+    assert "## C6: cost" in text and "| 1.00× |" in text
+
+
+def test_report_cli_regenerates_byte_identically(tmp_path, capsys):
+    results = tmp_path / "grid.csv"
+    _write(results, _c2_rows(a=91.0, b=92.0, c=92.0))
+    out = tmp_path / "REPRODUCTION.md"
+    assert main(["report", "--results", str(results), "--out", str(out)]) == 0
+    first = out.read_bytes()
+    assert main(["report", "--results", str(results), "--out", str(out)]) == 0
+    assert out.read_bytes() == first
+    assert main(["report", "--results", str(results), "--out", str(out), "--check"]) == 0
+    out.write_text("edited")
+    assert main(["report", "--results", str(results), "--out", str(out), "--check"]) == 1
+    assert main(["report", "--results", str(tmp_path / "missing.csv")]) == 2
+    assert "no results in" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_run_grid_runs_once_and_skips_finished_runs(tmp_path):
+    budget = Budget(
+        data="synthetic",
+        epochs=1,
+        batch_size=32,
+        seeds=(0,),
+        extra={"data_kwargs": {"num_samples": 64}, "eval_fraction": 0.5},
+    )
+    claim = select_claims(["C2"])
+    results = tmp_path / "grid.csv"
+    assert run_grid(results, tmp_path / "runs", claims=claim, budget=budget, limit=1, log=lambda _: None) == 1
+    (row,) = read_results(results)
+    assert row["run"] == "mobilenetv2_035-relu-seed0" and row["experiment"] == "C2"
+    assert float(row["test_acc"]) >= 0 and int(row["params"]) > 0 and int(row["madds"]) > 0
+    assert run_grid(results, tmp_path / "runs", claims=claim, budget=budget, limit=1, log=lambda _: None) == 1
+    assert [r["act"] for r in read_results(results)] == ["relu", "dyrelu_a"]
