@@ -119,8 +119,8 @@ class Budget:
 
     data: str = "fashion-mnist"
     data_dir: str | None = None
-    epochs: int = 8
-    data_fraction: float = 0.25
+    epochs: int = 6
+    data_fraction: float = 0.15
     batch_size: int = 128
     lr: float = 0.1
     warmup_epochs: float = 1.0
@@ -366,21 +366,37 @@ def run_grid(
         todo = todo[:limit]
     log(f"running {len(todo)}, {jobs} at once")
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    finished = 0
+    finished = failed = 0
     if jobs == 1:
         for spec, names in todo:
             log(f"start {spec.run_id}")
-            append_row(results, _train_one(spec, names, budget, str(runs_dir), threads))
+            try:
+                row = _train_one(spec, names, budget, str(runs_dir), threads)
+            except Exception as err:  # one failed run must not stop the grid; it is retried next time
+                failed += 1
+                log(f"FAILED {spec.run_id}: {type(err).__name__}: {err}")
+                continue
+            append_row(results, row)
             finished += 1
-            log(f"done {spec.run_id} ({finished}/{len(todo)})")
-        return finished
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(_train_one, spec, names, budget, str(runs_dir), threads): spec for spec, names in todo}
-        for future in as_completed(futures):
-            row = future.result()
-            append_row(results, row)  # only this process writes the CSV
-            finished += 1
-            log(f"done {futures[future].run_id}: test acc {row['test_acc']}% ({finished}/{len(todo)})")
+            log(f"done {spec.run_id}: test acc {row['test_acc']}% ({finished}/{len(todo)})")
+    else:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            futures = {
+                pool.submit(_train_one, spec, names, budget, str(runs_dir), threads): spec for spec, names in todo
+            }
+            for future in as_completed(futures):
+                run_id = futures[future].run_id
+                try:
+                    row = future.result()
+                except Exception as err:  # as above: report, continue, retry on the next invocation
+                    failed += 1
+                    log(f"FAILED {run_id}: {type(err).__name__}: {err}")
+                    continue
+                append_row(results, row)  # only this process writes the CSV
+                finished += 1
+                log(f"done {run_id}: test acc {row['test_acc']}% ({finished}/{len(todo)})")
+    if failed:
+        log(f"{failed} runs failed; run the command again to retry them")
     return finished
 
 
