@@ -8,6 +8,7 @@ from __future__ import annotations
 from dyrelu import functional
 from dyrelu.activations import Maxout, SEReLU, StaticPWL
 from dyrelu.aprelu import APReLU
+from dyrelu.convert import ConversionError, convert
 from dyrelu.modules import DyReLU, DyReLUA, DyReLUB, DyReLUC
 from dyrelu.registry import create_act, list_acts, register_act
 
@@ -15,6 +16,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "APReLU",
+    "ConversionError",
     "DyReLU",
     "DyReLUA",
     "DyReLUB",
@@ -23,6 +25,7 @@ __all__ = [
     "SEReLU",
     "StaticPWL",
     "__version__",
+    "convert",
     "create_act",
     "functional",
     "list_acts",
