@@ -77,6 +77,14 @@ def test_eval(trained, capsys):
     assert "(10 images)" in capsys.readouterr().out
 
 
+def test_eval_bad_data_option_is_one_line_error(trained, capsys):
+    out, _ = trained
+    argv = ["eval", "--checkpoint", str(out), "--data", "fashion-mnist", "--image-size", "8", "--threads", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dyrelu eval: error:") and "takes no options" in err and len(err.splitlines()) == 1
+
+
 @pytest.mark.slow
 def test_export_onnx_checked_with_onnxruntime(trained, tmp_path, capsys):
     ort = pytest.importorskip("onnxruntime")

@@ -123,6 +123,8 @@ def user_errors() -> Iterator[None]:
         yield
     except (DataError, CheckpointError, FloatingPointError) as err:
         raise CLIError(str(err)) from None
+    except ValueError as err:  # the library's bad-value errors name the value and what was expected
+        raise CLIError(str(err).splitlines()[0]) from None
     except ImportError as err:
         raise CLIError(f"{err} (install the extras: pip install 'dyrelu[train,vision]')") from None
 
