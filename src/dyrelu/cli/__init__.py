@@ -14,7 +14,17 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 # Modules under dyrelu.cli, one per subcommand, in the order `dyrelu --help` lists them.
-_COMMANDS: tuple[str, ...] = ("train", "eval", "export", "demo", "profile", "compare", "report", "visualize")
+_COMMANDS: tuple[str, ...] = (
+    "train",
+    "eval",
+    "export",
+    "demo",
+    "profile",
+    "compare",
+    "report",
+    "visualize",
+    "keypoints",
+)
 
 
 class CLIError(Exception):

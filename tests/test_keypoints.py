@@ -1,0 +1,349 @@
+"""dyrelu.keypoints and dyrelu.keypoint_experiments: generator, heatmaps, metrics, model, training, grid, report."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from dyrelu import DyReLUB, DyReLUC
+from dyrelu.data import FASHION_MNIST_DIR
+from dyrelu.keypoint_experiments import (
+    KEYPOINT_COLUMNS,
+    KeypointBudget,
+    append_keypoint_row,
+    keypoint_report,
+    plan_keypoint_runs,
+    read_results,
+    run_keypoint_grid,
+)
+from dyrelu.keypoints import (
+    KEYPOINT_NAMES,
+    KeypointConfig,
+    KeypointNet,
+    average_precision,
+    decode_heatmaps,
+    evaluate_keypoint_checkpoint,
+    fit_keypoints,
+    gaussian_heatmaps,
+    keypoint_model_from_checkpoint,
+    make_keypoint_dataset,
+    oks,
+    oks_ap,
+    pck,
+)
+from dyrelu.train import CheckpointError, TrainConfig, fit, read_metrics
+
+TIMING = ("epoch_seconds", "epoch_cpu_seconds", "train_images_per_second")
+TINY = {
+    "items": "shapes",
+    "image_size": 32,
+    "num_train": 64,
+    "num_test": 16,
+    "batch_size": 16,
+    "head_channels": 16,
+    "threads": 1,
+}
+
+
+def tiny(**changes) -> KeypointConfig:
+    return KeypointConfig(**{**TINY, "epochs": 1, **changes})
+
+
+def without_timing(rows):
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after(epoch: int):
+    def log(line: str) -> None:
+        if line.startswith(f"epoch {epoch}/"):
+            raise _Stop
+
+    return log
+
+
+def test_public_api_is_pinned_and_imports_no_vision_package():
+    import subprocess
+    import sys
+
+    import dyrelu.keypoint_experiments as kx
+    import dyrelu.keypoints as kp
+
+    for module in (kp, kx):
+        assert module.__all__ == sorted(module.__all__) and all(hasattr(module, name) for name in module.__all__)
+    code = (
+        "import sys, warnings; warnings.simplefilter('error'); import dyrelu.keypoints, dyrelu.keypoint_experiments; "
+        "assert 'torchvision' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- the generator ---------------------------------------------------------------------------------------------
+def test_generator_is_deterministic_and_prefix_stable():
+    a = make_keypoint_dataset(6, image_size=32, items="shapes", seed=3)
+    b = make_keypoint_dataset(9, image_size=32, items="shapes", seed=3)
+    for name in ("images", "keypoints", "visible", "sizes", "areas"):
+        assert torch.equal(getattr(a, name), getattr(b, name)[:6]), name
+    other_seed = make_keypoint_dataset(6, image_size=32, items="shapes", seed=4)
+    test_split = make_keypoint_dataset(6, image_size=32, items="shapes", seed=3, split="test")
+    assert not torch.equal(a.images, other_seed.images) and not torch.equal(a.images, test_split.images)
+    assert a.images.dtype == torch.uint8 and a.keypoints.shape == (6, len(KEYPOINT_NAMES), 2)
+    assert bool(a.visible.all())
+
+
+@pytest.mark.parametrize("size", [16, 32, 64])
+def test_keypoints_stay_inside_the_image(size):
+    ds = make_keypoint_dataset(200, image_size=size, items="shapes", max_rotation=180.0, margin=1.0)
+    assert float(ds.keypoints.min()) >= 1.0 - 1e-4 and float(ds.keypoints.max()) <= size - 2.0 + 1e-4
+    # the corners are the target's box: opposite sides have the box's width and height
+    corners = ds.keypoints[:, :4]
+    width = (corners[:, 1] - corners[:, 0]).norm(dim=-1)
+    height = (corners[:, 3] - corners[:, 0]).norm(dim=-1)
+    assert torch.allclose(torch.maximum(width, height), ds.sizes, atol=1e-3)
+    assert torch.allclose(width * height, ds.areas, rtol=1e-4)
+    centroid = ds.keypoints[:, 4]  # the centroid lies inside the box: within the corners' range
+    assert bool(((centroid >= corners.amin(1) - 1e-3) & (centroid <= corners.amax(1) + 1e-3)).all())
+
+
+def test_rotation_zero_keeps_the_box_upright():
+    ds = make_keypoint_dataset(20, image_size=32, items="shapes", max_rotation=0.0)
+    top_left, top_right, bottom_right, bottom_left = ds.keypoints[:, :4].unbind(1)
+    assert torch.allclose(top_left[:, 1], top_right[:, 1], atol=1e-4)
+    assert torch.allclose(top_left[:, 0], bottom_left[:, 0], atol=1e-4)
+    assert bool((bottom_right > top_left).all())
+
+
+@pytest.mark.skipif(not Path(FASHION_MNIST_DIR).is_dir(), reason="Fashion-MNIST is not installed")
+def test_fashion_mnist_items():
+    ds = make_keypoint_dataset(4, image_size=32, items="fashion-mnist", split="test")
+    assert ds.images.shape == (4, 1, 32, 32) and float(ds.keypoints.max()) <= 30.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"split": "val"}, "unknown split 'val', expected one of train, test"),
+        ({"items": "mnist"}, "unknown item source 'mnist', expected one of fashion-mnist, shapes"),
+        ({"image_size": 8}, "expected image_size to be an integer >= 16, got 8"),
+        ({"max_rotation": 270}, r"expected max_rotation in \[0, 180\] degrees, got 270"),
+        ({"target_scale": (0.8, 0.5)}, "expected target_scale as"),
+    ],
+)
+def test_generator_errors_name_the_bad_value(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_keypoint_dataset(2, **{"items": "shapes", **kwargs})
+
+
+# -- heatmaps and metrics -----------------------------------------------------------------------------------------
+def test_heatmaps_round_trip_within_a_quarter_pixel():
+    gen = torch.Generator().manual_seed(0)
+    keypoints = torch.rand(8, 5, 2, generator=gen) * 48 + 8  # off the heatmaps' border pixels (no shift there)
+    for stride in (2, 4):
+        hm = gaussian_heatmaps(keypoints, (64 // stride, 64 // stride), stride, sigma=1.5)
+        coords, scores = decode_heatmaps(hm, stride)
+        assert float((coords - keypoints).abs().max()) <= 0.25 * stride + 1e-4
+        assert bool((scores > 0.7).all())
+    hidden = gaussian_heatmaps(keypoints[:1], (16, 16), 4, 1.5, visible=torch.tensor([[True, False, True, True, True]]))
+    assert float(hidden[0, 1].abs().max()) == 0.0 and float(hidden[0, 0].max()) > 0.7
+
+
+def test_pck_oks_and_ap_match_hand_computed_values():
+    target = torch.zeros(2, 2, 2)
+    pred = torch.tensor([[[3.0, 4.0], [0.0, 1.0]], [[0.0, 6.0], [8.0, 0.0]]])  # distances 5, 1 / 6, 8
+    sizes = torch.tensor([50.0, 70.0])  # tolerances 5 and 7 at alpha 0.1
+    assert pck(pred, target, sizes, alpha=0.1) == 0.75  # 5 <= 5, 1 <= 5, 6 <= 7, 8 > 7
+    assert pck(pred, target, sizes, alpha=0.1, visible=torch.tensor([[True, True], [False, True]])) == 2 / 3
+    areas = torch.tensor([100.0, 400.0])
+    expected = [
+        (math.exp(-25 / (2 * 100 * 0.01)) + math.exp(-1 / (2 * 100 * 0.01))) / 2,
+        (math.exp(-36 / (2 * 400 * 0.01)) + math.exp(-64 / (2 * 400 * 0.01))) / 2,
+    ]
+    values = oks(pred, target, areas, kappa=0.1)
+    assert values.dtype == torch.float64 and values.tolist() == pytest.approx(expected, rel=1e-12)
+    only_first = oks(pred, target, areas, kappa=0.1, visible=torch.tensor([[True, False], [False, False]]))
+    assert only_first[0].item() == pytest.approx(math.exp(-12.5)) and math.isnan(only_first[1].item())
+    # AP: ranked hits T, T, F, T -> precision envelope 1, 1, .75, .75 at recall .25, .5, .5, .75;
+    # 51 recall levels (0 to .50) at 1, 25 levels (.51 to .75) at .75, 25 levels above .75 at 0
+    hits = torch.tensor([True, True, False, True])
+    assert average_precision(torch.tensor([0.9, 0.8, 0.7, 0.6]), hits) == pytest.approx((51 + 25 * 0.75) / 101)
+    assert average_precision(torch.tensor([0.6, 0.7, 0.8, 0.9]), hits.flip(0)) == pytest.approx((51 + 18.75) / 101)
+    # OKS AP: thresholds .50-.60 hit T,T,F,T; .65-.80 hit T,F,F,T (26 levels at 1, 25 at .5);
+    # .85-.90 hit T,F,F,F (26 levels at 1); .95 none
+    per = oks_ap(torch.tensor([0.9, 0.6, 0.3, 0.8], dtype=torch.float64), torch.tensor([0.9, 0.8, 0.7, 0.6]))
+    expected_ap = (3 * (51 + 18.75) + 4 * (26 + 12.5) + 2 * 26) / 101 / 10
+    assert per["ap"] == pytest.approx(expected_ap) and per["ap75"] == pytest.approx(38.5 / 101)
+    perfect = oks_ap(torch.ones(5, dtype=torch.float64), torch.rand(5))
+    assert perfect == {"ap": 1.0, "ap50": 1.0, "ap75": 1.0}
+    with_missing = oks_ap(torch.tensor([1.0, float("nan")], dtype=torch.float64), torch.tensor([0.5, 0.9]))
+    assert with_missing["ap"] == 1.0
+
+
+def test_metric_errors():
+    with pytest.raises(ValueError, match=r"expected sizes of shape \(2,\), got \(3,\)"):
+        pck(torch.zeros(2, 5, 2), torch.zeros(2, 5, 2), torch.ones(3))
+    with pytest.raises(ValueError, match="same shape"):
+        oks(torch.zeros(2, 5, 2), torch.zeros(2, 4, 2), torch.ones(2))
+    with pytest.raises(ValueError, match="positive kappa"):
+        oks(torch.zeros(1, 1, 2), torch.zeros(1, 1, 2), torch.ones(1), kappa=0.0)
+
+
+# -- the network ----------------------------------------------------------------------------------------------
+def test_keypoint_net_shapes_and_activation_sites():
+    net = KeypointNet(5, backbone_act="dyrelu_b", head_act="dyrelu_c", output_stride=8, head_layers=2, head_channels=8)
+    assert net(torch.randn(2, 1, 32, 32)).shape == (2, 5, 16, 16) and net.heatmap_stride == 2
+    assert sum(isinstance(m, DyReLUC) for m in net.head.modules()) == 2
+    assert not any(isinstance(m, DyReLUC) for m in net.backbone.modules())
+    assert any(isinstance(m, DyReLUB) for m in net.backbone.modules())
+    resnet = KeypointNet(3, backbone="resnet10", head_layers=1, head_channels=8, output_stride=16)
+    assert resnet(torch.randn(1, 1, 32, 32)).shape == (1, 3, 4, 4)
+    with pytest.raises(ValueError, match=r"cannot be cut at output_stride=64, expected one of \[2, 4, 8, 16, 32\]"):
+        KeypointNet(5, output_stride=64, head_layers=2)
+    with pytest.raises(ValueError, match="divisible by 2\\*\\*head_layers = 8"):
+        KeypointNet(5, output_stride=4, head_layers=3)
+
+
+# -- training, checkpoints, resume ----------------------------------------------------------------------------
+def test_fit_one_epoch_and_resume_equals_an_uninterrupted_run(tmp_path):
+    cfg = tiny(epochs=2, head_act="dyrelu_c", tau_start=5.0, tau_epochs=1.0)
+    full = fit_keypoints(cfg, tmp_path / "full")
+    assert [row["epoch"] for row in full.metrics] == [1, 2]
+    with pytest.raises(_Stop):  # killed right after the first epoch's checkpoint
+        fit_keypoints(cfg, tmp_path / "split", log=_stop_after(1))
+    state = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
+    assert state["task"] == "keypoints" and state["epoch"] == 1 and state["scheduler"]["last_step"] == 4
+    lines = []
+    resumed = fit_keypoints(cfg, tmp_path / "split", resume=True, log=lines.append)
+    assert any("resumed" in line and "after epoch 1" in line for line in lines) and resumed.resumed_epoch == 1
+    assert without_timing(resumed.metrics) == without_timing(full.metrics)
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    rows = read_metrics(tmp_path / "split")
+    assert rows == resumed.metrics
+    assert {"test_ap", "test_ap50", "test_pck", "test_oks", "test_loss", "train_loss", "tau"} <= set(rows[0])
+    assert 0.0 <= rows[-1]["test_ap"] <= 1.0 and 0.0 <= rows[-1]["test_pck"] <= 1.0
+    # the checkpoint alone rebuilds the network: same evaluation
+    model, _ = keypoint_model_from_checkpoint(tmp_path / "split")
+    assert [m.tau for m in model.modules() if isinstance(m, DyReLUC)] == [pytest.approx(1.0)] * 2
+    again = evaluate_keypoint_checkpoint(tmp_path / "split", batch_size=32, device="cpu", threads=1)
+    assert again["ap"] == pytest.approx(rows[-1]["test_ap"]) and again["pck"] == pytest.approx(rows[-1]["test_pck"])
+
+
+def test_checkpoint_errors(tmp_path):
+    fit_keypoints(tiny(), tmp_path / "kp")
+    with pytest.raises(CheckpointError, match="already holds a checkpoint"):
+        fit_keypoints(tiny(), tmp_path / "kp")
+    with pytest.raises(CheckpointError, match="head_act='relu', this run has head_act='dyrelu_a'"):
+        fit_keypoints(tiny(epochs=2, head_act="dyrelu_a"), tmp_path / "kp", resume=True)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    train = TrainConfig(
+        model="tiny", data="synthetic", data_kwargs={"num_samples": 32, "image_size": 8, "num_classes": 4}, epochs=1
+    )
+    fit(train.replace(batch_size=16, threads=1, tensorboard=False), tmp_path / "cls", model=net)
+    with pytest.raises(CheckpointError, match="not a keypoint checkpoint"):
+        keypoint_model_from_checkpoint(tmp_path / "cls")
+
+
+# -- the grid and the report ----------------------------------------------------------------------------------
+def _row(backbone_act, head_act, seed, ap, pck=0.6):
+    return {
+        "experiment": "K1",
+        "run": f"mobilenetv2_035-{backbone_act}-{head_act}-seed{seed}",
+        "backbone": "mobilenetv2_035",
+        "backbone_act": backbone_act,
+        "head_act": head_act,
+        "seed": seed,
+        "epochs": 4,
+        "num_train": 8192,
+        "num_test": 1024,
+        "image_size": 64,
+        "items": "fashion-mnist",
+        "batch_size": 32,
+        "test_ap": ap,
+        "test_ap50": min(ap + 0.2, 1.0),
+        "test_ap75": ap / 2,
+        "test_pck": pck,
+        "test_oks": 0.5,
+        "test_loss": 0.005,
+        "train_loss": 0.004,
+        "params": 184_000 if backbone_act == "relu" else 440_000,
+        "madds": 8_000_000,
+        "train_seconds": 120.0,
+        "seconds_per_epoch": 30.0,
+        "cpu_seconds": 110.0 if backbone_act == "relu" else 200.0,
+        "threads": 1,
+        "torch": "2.14.1",
+        "commit": "abc1234",
+    }
+
+
+def test_plan_and_atomic_rows(tmp_path):
+    runs = plan_keypoint_runs(seeds=(0, 1, 2))
+    ids = [spec.run_id for spec in runs]
+    assert len(ids) == 48 == len(set(ids)) and [spec.seed for spec in runs] == sorted(spec.seed for spec in runs)
+    path = tmp_path / "results" / "keypoints.csv"
+    append_keypoint_row(path, _row("relu", "relu", 0, 0.5) | {"unknown": 1})
+    append_keypoint_row(path, _row("relu", "dyrelu_c", 0, 0.6))
+    rows = read_results(path)
+    assert list(rows[0]) == list(KEYPOINT_COLUMNS) and [r["head_act"] for r in rows] == ["relu", "dyrelu_c"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["keypoints.csv"]
+
+
+def test_report_tables_and_verdicts(tmp_path):
+    path = tmp_path / "keypoints.csv"
+    acts = ("relu", "dyrelu_a", "dyrelu_b", "dyrelu_c")
+    # the paper's pattern: B/C backbones +5 AP, C head +6 AP, A head -4 AP; spreads of about 1 AP
+    for seed, noise in enumerate((-0.01, 0.0, 0.01)):
+        for b in acts:
+            for h in acts:
+                ap = 0.40 + 0.05 * (b in ("dyrelu_b", "dyrelu_c")) + 0.06 * (h == "dyrelu_c") - 0.04 * (h == "dyrelu_a")
+                append_keypoint_row(path, _row(b, h, seed, round(ap + noise, 4)))
+    text = keypoint_report(read_results(path))
+    assert text == keypoint_report(read_results(path))  # a pure function of the rows
+    assert "| ReLU | ReLU | 3 | 40.00 ± 1.00 |" in text
+    assert "| DY-ReLU-B | DY-ReLU-C | 3 | 51.00 ± 1.00 |" in text and "+11.00 ± 1.41" in text
+    assert "Does DY-ReLU-C in the head beat ReLU, A and B in the head? holds." in text
+    assert "Do DY-ReLU-B and -C in the backbone beat ReLU in the backbone? holds." in text
+    assert "Do A or B in the head fall below ReLU (ReLU backbone)? seen: DY-ReLU-A clearly below ReLU." in text
+    assert "0.184M" in text and "8.00M" in text and "wall median 120 s" in text
+    assert "| ReLU | ReLU | 3 | 40.00 ± 1.00 | 60.00 | 60.00 ± 0.00 |  | 0.184M | 8.00M | 110 |" in text
+    assert "CPU time median 200 s, max 200 s" in text
+    # a noisier grid: differences within the spread do not count
+    noisy = tmp_path / "noisy.csv"
+    for seed, noise in enumerate((-0.1, 0.0, 0.1)):
+        for b in acts:
+            for h in acts:
+                append_keypoint_row(noisy, _row(b, h, seed, 0.4 + 0.01 * (h == "dyrelu_c") + noise))
+    noisy_text = keypoint_report(read_results(noisy))
+    assert "in the head? does not hold at our scale." in noisy_text and "(ReLU backbone)? not seen." in noisy_text
+    partial = keypoint_report([_row("relu", "relu", 0, 0.5)])
+    assert "| ReLU | DY-ReLU-C | 0 | not run |" in partial and partial.count("not run yet") == 3
+
+
+def test_run_keypoint_grid_runs_once_and_skips_finished_runs(tmp_path):
+    budget = KeypointBudget(
+        items="shapes",
+        epochs=1,
+        num_train=32,
+        num_test=8,
+        batch_size=16,
+        seeds=(0,),
+        threads=1,
+        extra={"image_size": 32, "head_channels": 8},
+    )
+    results = tmp_path / "keypoints.csv"
+    logs = []
+    assert run_keypoint_grid(results, tmp_path / "runs", budget=budget, limit=1, log=logs.append) == 1
+    (row,) = read_results(results)
+    assert row["run"] == "mobilenetv2_035-relu-relu-seed0" and row["experiment"] == "K1"
+    assert 0.0 <= float(row["test_ap"]) <= 1.0 and int(row["params"]) > 0 and int(row["madds"]) > 0
+    assert json.loads(json.dumps(row))["image_size"] == "32"
+    assert run_keypoint_grid(results, tmp_path / "runs", budget=budget, limit=1, log=logs.append) == 1
+    assert [r["head_act"] for r in read_results(results)] == ["relu", "dyrelu_a"]
+    assert logs[0] == "0 of 16 runs done" and any(line.startswith("1 of 16 runs done") for line in logs)
