@@ -6,7 +6,7 @@ PIP := $(BIN)/python -m pip
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format data clean
+.PHONY: demo test lint format data clean reproduce report
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +41,18 @@ data:
 		echo "Fashion-MNIST is missing: install Debian's package dataset-fashion-mnist, or pass --data-dir to dyrelu"; \
 	fi
 
+DEMO_ARGS ?=
 demo: $(VENV)/.installed data
-	$(BIN)/dyrelu demo --data-dir $(FMNIST_DIR)
+	$(BIN)/dyrelu demo --data-dir $(FMNIST_DIR) $(DEMO_ARGS)
+
+# The comparison grids behind REPRODUCTION.md (hours on 2 cores; resumable: rerun to continue).
+reproduce: $(VENV)/.installed data
+	$(BIN)/dyrelu compare --jobs 2 --data-dir $(FMNIST_DIR)
+	$(BIN)/dyrelu keypoints grid --jobs 2
+	$(BIN)/dyrelu report
+
+report: $(VENV)/.installed
+	$(BIN)/dyrelu report
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -99,13 +99,15 @@ def test_report_cli_regenerates_byte_identically(tmp_path, capsys):
     results = tmp_path / "grid.csv"
     _write(results, _c2_rows(a=91.0, b=92.0, c=92.0))
     out = tmp_path / "REPRODUCTION.md"
-    assert main(["report", "--results", str(results), "--out", str(out)]) == 0
+    argv = ["report", "--results", str(results), "--keypoint-results", str(tmp_path / "none.csv"), "--out", str(out)]
+    assert main(argv) == 0
     first = out.read_bytes()
-    assert main(["report", "--results", str(results), "--out", str(out)]) == 0
+    assert "## K1" not in first.decode()
+    assert main(argv) == 0
     assert out.read_bytes() == first
-    assert main(["report", "--results", str(results), "--out", str(out), "--check"]) == 0
+    assert main([*argv, "--check"]) == 0
     out.write_text("edited")
-    assert main(["report", "--results", str(results), "--out", str(out), "--check"]) == 1
+    assert main([*argv, "--check"]) == 1
     assert main(["report", "--results", str(tmp_path / "missing.csv")]) == 2
     assert "no results in" in capsys.readouterr().err
 
@@ -127,3 +129,32 @@ def test_run_grid_runs_once_and_skips_finished_runs(tmp_path):
     assert float(row["test_acc"]) >= 0 and int(row["params"]) > 0 and int(row["madds"]) > 0
     assert run_grid(results, tmp_path / "runs", claims=claim, budget=budget, limit=1, log=lambda _: None) == 1
     assert [r["act"] for r in read_results(results)] == ["relu", "dyrelu_a"]
+
+
+def test_report_cli_appends_the_keypoint_section(tmp_path):
+    from dyrelu.keypoint_experiments import KEYPOINT_COLUMNS, append_keypoint_row
+
+    results, keypoints = tmp_path / "grid.csv", tmp_path / "keypoints.csv"
+    _write(results, _c2_rows(a=91.0, b=92.0, c=92.0))
+    append_keypoint_row(
+        keypoints,
+        {key: "1" for key in KEYPOINT_COLUMNS}
+        | {
+            "experiment": "K1",
+            "run": "r",
+            "backbone": "mobilenetv2_035",
+            "backbone_act": "relu",
+            "head_act": "relu",
+            "seed": 0,
+            "test_ap": 0.3,
+            "test_ap50": 0.7,
+            "test_pck": 0.7,
+            "params": 1,
+            "madds": 1,
+            "cpu_seconds": 1,
+        },
+    )
+    out = tmp_path / "REPRODUCTION.md"
+    assert main(["report", "--results", str(results), "--keypoint-results", str(keypoints), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.index("## C6") < text.index("## K1") and text.endswith("\n") and not text.endswith("\n\n")

@@ -32,6 +32,7 @@ __all__ = [
     "Config",
     "RunSpec",
     "append_row",
+    "pending_runs",
     "plan_runs",
     "read_results",
     "run_grid",
@@ -331,6 +332,18 @@ def _train_one(spec: RunSpec, claims: list[str], budget: Budget, runs_dir: str, 
     }
 
 
+def pending_runs(
+    results: str | os.PathLike, claims: Sequence[Claim], budget: Budget
+) -> list[tuple[RunSpec, list[str]]]:
+    """The runs of ``claims`` that ``results`` does not hold yet under ``budget`` (epochs and data fraction)."""
+    done = {
+        row["run"]
+        for row in read_results(results)
+        if row["epochs"] == str(budget.epochs) and row["data_fraction"] == str(budget.data_fraction)
+    }
+    return [(spec, names) for spec, names in plan_runs(claims, budget.seeds) if spec.run_id not in done]
+
+
 def run_grid(
     results: str | os.PathLike,
     runs_dir: str | os.PathLike,
@@ -354,18 +367,14 @@ def run_grid(
     """
     if jobs < 1:
         raise ValueError(f"expected jobs >= 1, got {jobs}")
-    done = {
-        row["run"]
-        for row in read_results(results)
-        if row["epochs"] == str(budget.epochs) and row["data_fraction"] == str(budget.data_fraction)
-    }
     planned = plan_runs(claims, budget.seeds)
-    todo = [(spec, names) for spec, names in planned if spec.run_id not in done]
+    todo = pending_runs(results, claims, budget)
     log(f"{len(planned) - len(todo)} of {len(planned)} runs done")
     if limit is not None:
         todo = todo[:limit]
     log(f"running {len(todo)}, {jobs} at once")
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, cores // jobs)
     finished = failed = 0
     if jobs == 1:
         for spec, names in todo:

@@ -42,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from dyrelu.experiments import DEFAULT_BUDGET, plan_runs, read_results, run_grid, select_claims
+    from dyrelu.experiments import DEFAULT_BUDGET, pending_runs, run_grid, select_claims
 
     try:
         claims = select_claims(args.claims.split(",") if args.claims else None)
@@ -55,10 +55,8 @@ def run(args: argparse.Namespace) -> int:
         DEFAULT_BUDGET, epochs=args.epochs, data_fraction=args.data_fraction, seeds=seeds, data_dir=args.data_dir
     )
     if args.dry_run:
-        done = {row["run"] for row in read_results(args.results)}
-        for spec, names in plan_runs(claims, seeds):
-            if spec.run_id not in done:
-                print(f"{spec.run_id}  ({' '.join(names)})")
+        for spec, names in pending_runs(args.results, claims, budget):
+            print(f"{spec.run_id}  ({' '.join(names)})")
         return 0
     try:
         run_grid(

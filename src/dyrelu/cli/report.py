@@ -18,6 +18,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Generate the reproduction report (tables, verdicts) from the results of `dyrelu compare`.",
     )
     parser.add_argument("--results", default="results/grid.csv", help="the results CSV (default results/grid.csv)")
+    parser.add_argument(
+        "--keypoint-results",
+        default="results/keypoints.csv",
+        help="the keypoint grid's CSV, appended as section K1 when it exists (default results/keypoints.csv)",
+    )
     parser.add_argument("--out", default="REPRODUCTION.md", help="the report to write (default REPRODUCTION.md)")
     parser.add_argument("--check", action="store_true", help="do not write; exit 1 if --out differs from the report")
     return parser
@@ -34,6 +39,14 @@ def run(args: argparse.Namespace) -> int:
         text = make_report(rows)
     except (KeyError, ValueError) as err:
         raise CLIError(f"{args.results} is not a results file of dyrelu compare: {err}") from err
+    keypoint_rows = read_results(args.keypoint_results)
+    if keypoint_rows:
+        from dyrelu.keypoint_experiments import keypoint_report
+
+        try:
+            text = text.rstrip("\n") + "\n\n" + keypoint_report(keypoint_rows).rstrip("\n") + "\n"
+        except (KeyError, ValueError) as err:
+            raise CLIError(f"{args.keypoint_results} is not a results file of dyrelu keypoints grid: {err}") from err
     out = Path(args.out)
     if args.check:
         same = out.exists() and out.read_text() == text
