@@ -57,7 +57,7 @@ def _with_channels(cls: type[nn.Module]) -> ActFactory:
     def factory(channels: int | None = None, **kwargs) -> nn.Module:
         return cls(channels, **kwargs)
 
-    factory.__doc__ = cls.__doc__
+    factory.__doc__ = f"{cls.__name__}(channels, **kwargs)."
     return factory
 
 
@@ -81,6 +81,7 @@ for _name, _factory in {
     "dyrelu_c": _with_channels(DyReLUC),
 }.items():
     register_act(_name, _factory)
+del _name, _factory
 
 
 def list_acts() -> list[str]:
