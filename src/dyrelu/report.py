@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from dyrelu.experiments import CLAIMS, Claim, Config
 
-__all__ = ["Stat", "make_report", "summarise"]
+__all__ = ["MIN_SEEDS", "Stat", "make_report", "summarise"]
 
 
 @dataclass(frozen=True)
@@ -262,15 +262,35 @@ def _budget_lines(rows: Sequence[dict[str, str]], command: str) -> list[str]:
     ]
 
 
+#: Seeds every configuration of a claim needs before the claim gets a verdict.
+MIN_SEEDS = 3
+
+
+def _incomplete(claim: Claim, stats) -> str | None:
+    """Why ``claim`` cannot have a verdict yet, or None when every configuration has MIN_SEEDS runs."""
+    counts = [(s.n if (s := _stat(stats, c)) is not None else 0) for c in claim.configs]
+    ready = sum(n >= MIN_SEEDS for n in counts)
+    if ready == len(counts):
+        return None
+    return f"no verdict yet: {ready} of {len(counts)} configurations have {MIN_SEEDS} seeds ({sum(counts)} runs so far)"
+
+
 def make_report(
     rows: Sequence[dict[str, str]], claims: Sequence[Claim] = CLAIMS, command: str = "dyrelu compare"
 ) -> str:
-    """REPRODUCTION.md's text for the result ``rows`` (as :func:`dyrelu.experiments.read_results` returns)."""
+    """REPRODUCTION.md's text for the result ``rows`` (as :func:`dyrelu.experiments.read_results` returns).
+
+    A claim gets a verdict only when every configuration it compares has :data:`MIN_SEEDS` runs.
+    """
     stats = summarise(rows)
     verdicts = {}
     for claim in claims:
         verdict_fn = _VERDICTS.get(claim.name)
-        verdicts[claim.name] = verdict_fn(claim, stats) if verdict_fn else ("no verdict rule", [])
+        missing = _incomplete(claim, stats)
+        if missing is not None:
+            verdicts[claim.name] = (missing, [])
+        else:
+            verdicts[claim.name] = verdict_fn(claim, stats) if verdict_fn else ("no verdict rule", [])
     lines = [
         "# Reproducing DY-ReLU's claims at small scale",
         "",
