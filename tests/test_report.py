@@ -86,7 +86,7 @@ def test_report_verdicts_follow_the_spread(tmp_path):
     assert "B − A = +0.50 ± 0.14 pp (clearly higher)" in fails
     missing = make_report(_write(tmp_path / "c.csv", _c2_rows(91, 92, 92)), select_claims(["C1", "C2"]))
     assert (
-        "| C1 | DY-ReLU-B beats ReLU, and the gain is larger for smaller networks. | no verdict yet: 0 of 8" in missing
+        "| C1 | DY-ReLU-B beats ReLU, and the gain is larger for smaller networks. | no verdict yet: 2 of 8" in missing
     )
     two_seeds = make_report(_write(tmp_path / "d.csv", _c2_rows(91, 92, 92)[:8]), select_claims(["C2"]))
     assert "no verdict yet: 0 of 4 configurations have 3 seeds (8 runs so far)" in two_seeds
