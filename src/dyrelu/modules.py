@@ -92,10 +92,7 @@ class _DyReLUBase(LazyChannels):
             - output: two tensors :math:`(N, C, K)` (DY-ReLU-B/C) or :math:`(N, 1, K)` (DY-ReLU-A).
         """
         dtype = self.fc1_weight.dtype
-        if x.dim() > 2:
-            context = torch.mean(x, dim=tuple(range(2, x.dim())), dtype=dtype)  # (N, C)
-        else:
-            context = x.to(dtype)
+        context = DF._spatial_mean(x, dtype)  # (N, C)
         hidden = F.relu(F.linear(context, self.fc1_weight, self.fc1_bias))
         residual = DF.normalize_residual(F.linear(hidden, self.fc2_weight, self.fc2_bias))  # (N, C'*2K)
         residual = residual.view(x.shape[0], self.channels if self._per_channel else 1, 2 * self.k)  # (N, C', 2K)
@@ -251,7 +248,12 @@ class DyReLUC(_DyReLUBase):
 
     def _scale(self, x: Tensor) -> Tensor:
         flat = x.flatten(2)  # (N, C, P)
-        logits = torch.matmul(self.spatial_weight.to(x.dtype), flat).unsqueeze(1)  # (N, 1, P)
+        weight = self.spatial_weight.to(x.dtype)
+        # Contract over C without a transposed copy of x (autograd would keep it for backward).
+        if flat.stride(1) == 1:  # channels-last memory: (N, P, C) folds to a (N·P, C) matrix
+            logits = torch.matmul(flat.transpose(1, 2), weight).unsqueeze(1)  # (N, 1, P)
+        else:
+            logits = torch.bmm(weight.view(1, 1, -1).expand(x.shape[0], 1, -1), flat)  # (N, 1, P)
         pi = DF.spatial_attention(logits, self.tau, self.gamma)
         return pi.view((x.shape[0], 1, *x.shape[2:]))
 
