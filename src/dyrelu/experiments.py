@@ -242,16 +242,17 @@ def read_results(path: str | os.PathLike) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def append_row(path: str | os.PathLike, row: dict[str, Any]) -> None:
-    """Append ``row`` to the results CSV atomically: write the whole file to a temporary file, then rename.
+def append_row(path: str | os.PathLike, row: dict[str, Any], columns: Sequence[str] = COLUMNS) -> None:
+    """Append ``row`` to a results CSV atomically: write the whole file to a temporary file, then rename.
 
-    A crash leaves either the old or the new file, never a half-written row.
+    A crash leaves either the old or the new file, never a half-written row. Missing values are written
+    empty; keys not in ``columns`` are ignored.
     """
     path = Path(path)
     rows = read_results(path)
-    rows.append({key: row.get(key, "") for key in COLUMNS})
+    rows.append({key: row.get(key, "") for key in columns})
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,8 +16,6 @@ state), so the report regenerates byte for byte from the committed CSV.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 import statistics
@@ -28,7 +26,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from dyrelu.experiments import _commit, read_results
+from dyrelu.experiments import _commit, append_row, read_results
 
 __all__ = [
     "DEFAULT_KEYPOINT_BUDGET",
@@ -173,17 +171,7 @@ def append_keypoint_row(path: str | os.PathLike, row: dict[str, Any]) -> None:
     A crash leaves either the old or the new file, never a half-written row. Columns are
     :data:`KEYPOINT_COLUMNS`; missing values are written empty, others ignored.
     """
-    path = Path(path)
-    rows = read_results(path)
-    rows.append({key: row.get(key, "") for key in KEYPOINT_COLUMNS})
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=KEYPOINT_COLUMNS, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(buffer.getvalue())
-    os.replace(tmp, path)
+    append_row(path, row, KEYPOINT_COLUMNS)
 
 
 # -- running ---------------------------------------------------------------------------------------------
