@@ -162,3 +162,17 @@ def test_report_cli_appends_the_keypoint_section(tmp_path):
     assert main(["report", "--results", str(results), "--keypoint-results", str(keypoints), "--out", str(out)]) == 0
     text = out.read_text()
     assert text.index("## C6") < text.index("## K1") and text.endswith("\n") and not text.endswith("\n\n")
+
+
+def test_report_refuses_rows_of_different_budgets(tmp_path):
+    rows = [_row("m", "relu", 0, 90.0), {**_row("m", "relu", 1, 91.0), "epochs": 6}]
+    with pytest.raises(ValueError, match=r"mix training budgets"):
+        summarise(_write(tmp_path / "r.csv", rows))
+
+
+def test_default_grid_leaves_out_c5_and_the_report_says_so(tmp_path):
+    assert [c.name for c in select_claims(None)] == ["C1", "C2", "C3", "C4"]
+    assert "C5" in [c.name for c in select_claims(["C5"])]
+    text = make_report(_write(tmp_path / "r.csv", _c2_rows(91, 92, 92)), CLAIMS)
+    (c5_line,) = [line for line in text.splitlines() if line.startswith("| C5 |")]
+    assert "not run" in c5_line and "--claims C5" in c5_line

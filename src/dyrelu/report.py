@@ -18,7 +18,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dyrelu.experiments import CLAIMS, Claim, Config
+from dyrelu.experiments import CLAIMS, DEFAULT_CLAIMS, Claim, Config
 
 __all__ = ["MIN_SEEDS", "Stat", "make_report", "summarise"]
 
@@ -43,8 +43,26 @@ def _key(model: str, act: str, act_kwargs: dict) -> tuple[str, str, str]:
     return model, act, json.dumps(act_kwargs, sort_keys=True)
 
 
+#: Columns that make up the training budget; one report compares runs of one budget only.
+BUDGET_COLUMNS = ("epochs", "data_fraction", "batch_size")
+
+
+def _check_one_budget(rows: Sequence[dict[str, str]]) -> None:
+    budgets = sorted({tuple(r[c] for c in BUDGET_COLUMNS) for r in rows})
+    if len(budgets) > 1:
+        raise ValueError(
+            f"the results mix training budgets {budgets} (as {BUDGET_COLUMNS}); expected one budget per "
+            "results file: move the rows of the other budgets to their own CSV"
+        )
+
+
 def summarise(rows: Sequence[dict[str, str]]) -> dict[tuple[str, str, str], Stat]:
-    """Group the rows by configuration (model, act, act_kwargs) and compute each one's :class:`Stat`."""
+    """Group the rows by configuration (model, act, act_kwargs) and compute each one's :class:`Stat`.
+
+    Raises ``ValueError`` when the rows were trained under different budgets (epochs, data fraction,
+    batch size): their accuracies are not comparable.
+    """
+    _check_one_budget(rows)
     groups: dict[tuple[str, str, str], list[dict[str, str]]] = {}
     for row in rows:
         groups.setdefault(_key(row["model"], row["act"], json.loads(row["act_kwargs"] or "{}")), []).append(row)
@@ -272,6 +290,11 @@ def _incomplete(claim: Claim, stats) -> str | None:
     ready = sum(n >= MIN_SEEDS for n in counts)
     if ready == len(counts):
         return None
+    if claim not in DEFAULT_CLAIMS:
+        return (
+            f"not run: left out of the default grid to fit its time budget (`dyrelu compare --claims {claim.name}` "
+            f"runs it); {ready} of {len(counts)} configurations have {MIN_SEEDS} seeds"
+        )
     return f"no verdict yet: {ready} of {len(counts)} configurations have {MIN_SEEDS} seeds ({sum(counts)} runs so far)"
 
 
