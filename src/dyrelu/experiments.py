@@ -380,8 +380,9 @@ def run_grid(
     if limit is not None:
         todo = todo[:limit]
     log(f"running {len(todo)}, {jobs} at once")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = max(1, cores // jobs)
+    from dyrelu.train.runtime import cpu_cores
+
+    threads = max(1, cpu_cores() // jobs)
     finished = failed = 0
     if jobs == 1:
         for spec, names in todo:

@@ -250,10 +250,6 @@ def pending_keypoint_runs(
     return [spec for spec in plan_keypoint_runs(claim, budget.seeds) if spec.run_id not in done]
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def run_keypoint_grid(
     results: str | os.PathLike,
     runs_dir: str | os.PathLike,
@@ -285,7 +281,9 @@ def run_keypoint_grid(
     log(f"{len(planned) - len(todo)} of {len(planned)} runs done")
     if limit is not None:
         todo = todo[:limit]
-    threads = budget.threads or max(1, _cores() // jobs)
+    from dyrelu.train.runtime import cpu_cores
+
+    threads = budget.threads or max(1, cpu_cores() // jobs)
     log(f"running {len(todo)}, {jobs} at once, {threads} thread(s) each")
     finished = 0
     if jobs == 1:

@@ -20,7 +20,6 @@ import functools
 import json
 import math
 import os
-import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from dyrelu.train.checkpoint import (
 )
 from dyrelu.train.metrics import MetricsWriter
 from dyrelu.train.optim import create_optimizer
+from dyrelu.train.runtime import check_resume, seed_everything, set_cpu_threads
 from dyrelu.train.schedule import WarmupCosine, set_tau, tau_at
 
 __all__ = [
@@ -205,29 +205,6 @@ def evaluate_keypoints(
     }
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _set_threads(config: KeypointConfig, device: torch.device) -> None:
-    if device.type == "cpu":
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        torch.set_num_threads(config.threads or cores)
-
-
-def _check_resume(config: KeypointConfig, saved: dict[str, Any], where: Path, log: Log) -> None:
-    for key in _FIXED_ON_RESUME:
-        if key in saved and saved[key] != getattr(config, key):
-            raise CheckpointError(
-                f"cannot resume {where}: it was trained with {key}={saved[key]!r}, this run has "
-                f"{key}={getattr(config, key)!r} (use the same value or another output folder)"
-            )
-    for key, value in config.to_dict().items():
-        if key not in _FIXED_ON_RESUME and key != "epochs" and saved.get(key, value) != value:
-            log(f"note: {key} changed from {saved[key]!r} to {value!r} since the checkpoint")
-
-
 def _check_task(state: dict[str, Any], where: str) -> None:
     if state.get("task") != TASK:
         raise CheckpointError(
@@ -272,7 +249,7 @@ def fit_keypoints(
     """
     emit: Log = log or (lambda line: None)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    _set_threads(config, device)
+    set_cpu_threads(config.threads, device)
     out = Path(out_dir) if out_dir is not None else None
     ckpt_path = out / CHECKPOINT_NAME if out is not None else None
     state = None
@@ -283,7 +260,7 @@ def fit_keypoints(
             )
         state = load_checkpoint(ckpt_path)
         _check_task(state, str(ckpt_path))
-        _check_resume(config, state["config"], ckpt_path, emit)
+        check_resume(config.to_dict(), state["config"], _FIXED_ON_RESUME, ckpt_path, emit)
     elif resume:
         emit(f"no checkpoint in {out}; starting from scratch" if out is not None else "nothing to resume")
 
@@ -292,7 +269,7 @@ def fit_keypoints(
         train_set = train_set or default_train
         test_set = test_set or default_test
 
-    _seed_everything(config.seed)
+    seed_everything(config.seed)
     model = build_keypoint_model(config).to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -519,7 +496,7 @@ def evaluate_keypoint_checkpoint(
     if data_dir is not None:
         changes["data_dir"] = str(data_dir)
     config = config.replace(**changes)
-    _set_threads(config, torch.device(device))
+    set_cpu_threads(config.threads, torch.device(device))
     test_set = _test_set(config)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)

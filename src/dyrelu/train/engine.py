@@ -13,7 +13,6 @@ import contextlib
 import json
 import math
 import os
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from dyrelu.train.checkpoint import (
 from dyrelu.train.config import MODEL_FIELDS, TrainConfig
 from dyrelu.train.metrics import MetricsWriter
 from dyrelu.train.optim import create_optimizer
+from dyrelu.train.runtime import check_resume, seed_everything, set_cpu_threads
 from dyrelu.train.schedule import WarmupCosine, set_tau, tau_at
 
 __all__ = ["FitResult", "build_model", "evaluate", "evaluate_checkpoint", "fit", "model_from_checkpoint"]
@@ -96,23 +96,6 @@ def _autocast(device: torch.device, amp: str):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def _set_threads(config: TrainConfig, ctx: D.DistContext) -> None:
-    if ctx.device.type != "cpu":
-        return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    torch.set_num_threads(config.threads or max(1, cores // ctx.local_world_size))
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-    try:
-        import numpy as np
-    except ImportError:
-        return
-    np.random.seed(seed % 2**32)
 
 
 def _load_model_state(model: nn.Module, state: dict[str, Any], where: str) -> None:
@@ -230,19 +213,6 @@ def _train_epoch(
     return {"loss": loss_sum / count, "acc": 100.0 * correct / count, "lr": lr, "images": count}
 
 
-def _check_resume(config: TrainConfig, saved: dict[str, Any], where: Path, log: Log) -> None:
-    for key in _FIXED_ON_RESUME:
-        if saved.get(key) != getattr(config, key):
-            raise CheckpointError(
-                f"cannot resume {where}: it was trained with {key}={saved.get(key)!r}, this run has "
-                f"{key}={getattr(config, key)!r} (use the same value or another output folder)"
-            )
-    changed = [k for k, v in config.to_dict().items() if k not in _FIXED_ON_RESUME and saved.get(k, v) != v]
-    for key in changed:
-        if key != "epochs":
-            log(f"note: {key} changed from {saved[key]!r} to {getattr(config, key)!r} since the checkpoint")
-
-
 def _resolve(config: TrainConfig, train_set: ImageDataset, model_given: bool) -> TrainConfig:
     channels, height, width = train_set.image_shape
     changes: dict[str, Any] = {}
@@ -335,7 +305,7 @@ def _fit(
 ) -> FitResult:
     if config.amp == "fp16" and ctx.device.type != "cuda":
         raise ValueError("amp='fp16' needs a CUDA device; use amp='bf16' on the CPU")
-    _set_threads(config, ctx)
+    set_cpu_threads(config.threads, ctx.device, ctx.local_world_size)
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
 
@@ -360,9 +330,9 @@ def _fit(
     )
     config = _resolve(config, train_set, model is not None)
     if state is not None:
-        _check_resume(config, state["config"], ckpt_path, log)
+        check_resume(config.to_dict(), state["config"], _FIXED_ON_RESUME, ckpt_path, log)
 
-    _seed_everything(config.seed)
+    seed_everything(config.seed)
     model_given = model is not None
     if model is None:
         model = build_model(config)
