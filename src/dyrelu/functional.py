@@ -20,6 +20,8 @@ import math
 import torch
 from torch import Tensor
 
+from dyrelu import _native
+
 __all__ = [
     "coefficients",
     "dyrelu_reference",
@@ -125,6 +127,9 @@ def _max_into(out: Tensor, x: Tensor, terms: tuple[Tensor, ...], num_pieces: int
 
 def _forward_eager(x: Tensor, a: Tensor, b: Tensor, scale: Tensor | None) -> Tensor:
     """:func:`_forward_max` in place into one output tensor, block by block (see ``_BLOCK_ELEMENTS``)."""
+    y = _native.forward(x, a, b, scale)
+    if y is not None:
+        return y
     if x.dim() == 2:
         return _forward_eager(x.unsqueeze(-1), a, b, scale).squeeze(-1)
     spatial = x.dim() - 2
@@ -217,8 +222,16 @@ def _backward_eager(grad: Tensor, x: Tensor, a: Tensor, b: Tensor, scale: Tensor
     """:func:`_backward` for plain eager mode: the same formulas, not differentiable, block by block.
 
     Per block of samples (see ``_BLOCK_ELEMENTS``), the masked gradients ``hs`` and the products live in
-    block-sized scratch buffers; the only full-size allocation is the input gradient.
+    block-sized scratch buffers; the only full-size allocation is the input gradient. Where the fused
+    native kernel applies (:mod:`dyrelu._native`: CPU, float32/float64) it does all of this in one pass.
     """
+    native = _native.backward(grad, x, a, b, scale, needs)
+    if native is not None:
+        grad_x, sum_g, sum_gx, grad_scale = native
+        grad_a = grad_b = None
+        if sum_g is not None:
+            grad_a, grad_b = _to_coefficient_shape(sum_gx, a), _to_coefficient_shape(sum_g, a)
+        return grad_x, grad_a, grad_b, grad_scale
     if x.dim() == 2:
         grad_x, grad_a, grad_b, _ = _backward_eager(grad.unsqueeze(-1), x.unsqueeze(-1), a, b, None, needs)
         return None if grad_x is None else grad_x.squeeze(-1), grad_a, grad_b, None

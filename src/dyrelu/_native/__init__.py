@@ -1,0 +1,192 @@
+"""The fused CPU kernels of the piecewise maximum, compiled on first use (``piecewise_max.cpp``).
+
+:func:`native_ops` builds the kernels once per machine and torch version with the system's C++
+compiler (torch.utils.cpp_extension; about a minute, then cached under ``TORCH_EXTENSIONS_DIR`` or
+``~/.cache/torch_extensions``) and returns ``torch.ops.dyrelu_native``. When the build fails (no
+compiler, say), it warns once and returns None: :mod:`dyrelu.functional` then runs its ATen
+implementation, which computes the same values more slowly. ``DYRELU_NATIVE=0`` skips the kernels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import platform
+import shutil
+import sysconfig
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["native_enabled", "native_ops"]
+
+_SOURCE = Path(__file__).with_name("piecewise_max.cpp")
+_LOCK = threading.Lock()
+_STATE: dict[str, Any] = {"tried": False, "ops": None}
+_log = logging.getLogger("dyrelu")
+
+
+def native_enabled() -> bool:
+    """Whether the environment allows the native kernels (``DYRELU_NATIVE`` is not ``0``)."""
+    return os.environ.get("DYRELU_NATIVE", "1").strip() not in ("0", "false", "no", "off")
+
+
+def _cpu_signature() -> str:
+    """A short hash of what the build depends on besides its source: torch, the CPU's instruction sets."""
+    flags = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = line
+                break
+    except OSError:
+        pass
+    text = f"{torch.__version__}|{platform.machine()}|{flags}"
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+@contextlib.contextmanager
+def _build_environment():
+    """torch's extension builder as we need it: quiet about CUDA (the kernels are CPU only) and able to
+    find the ``ninja`` installed next to this Python even when its folder is not on ``PATH``."""
+    torch_log = logging.getLogger("torch.utils.cpp_extension")
+    level, path = torch_log.level, os.environ.get("PATH", "")
+    torch_log.setLevel(logging.ERROR)
+    scripts = sysconfig.get_path("scripts")
+    if scripts and shutil.which("ninja") is None:
+        os.environ["PATH"] = os.pathsep.join([scripts, path]) if path else scripts
+    try:
+        from torch.utils import cpp_extension
+
+        yield cpp_extension
+    finally:
+        torch_log.setLevel(level)
+        os.environ["PATH"] = path
+
+
+def _build() -> Any:
+    name = f"dyrelu_native_{_cpu_signature()}"
+    _log.info("dyrelu: building the native CPU kernels (once per machine, about a minute)")
+    with _build_environment() as cpp_extension:
+        cpp_extension.load(
+            name=name,
+            sources=[str(_SOURCE)],
+            extra_cflags=["-O3", "-march=native", "-fopenmp-simd"],
+            is_python_module=False,
+            verbose=False,
+        )
+    return torch.ops.dyrelu_native
+
+
+def native_ops() -> Any:
+    """``torch.ops.dyrelu_native`` (building it on the first call), or None where it cannot be had."""
+    if not native_enabled():
+        return None
+    if _STATE["tried"]:
+        return _STATE["ops"]
+    with _LOCK:
+        if not _STATE["tried"]:
+            try:
+                _STATE["ops"] = _build()
+            except Exception as err:  # any build or load failure: fall back, say why once
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                warnings.warn(
+                    f"dyrelu: the native CPU kernels could not be built ({first[:200]}); using the slower ATen "
+                    "implementation. Set DYRELU_NATIVE=0 to skip the attempt.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            _STATE["tried"] = True
+    return _STATE["ops"]
+
+
+# -- the glue between dyrelu.functional's tensors and the kernels' 3-d layouts ------------------------
+
+_DTYPES = (torch.float32, torch.float64)
+_MAX_PIECES = 8
+
+
+def _layout(x: torch.Tensor) -> tuple[bool, torch.Tensor] | None:
+    """``(rows, x3)``: ``x`` ``(N, C, *S)`` as the kernels' ``(N, C, S)`` planes or ``(N, S, C)`` rows, a view.
+
+    Planes need ``x`` contiguous, rows need channels innermost (channels-last, tokens, ``(N, C)``); where
+    both fit, rows win on small maps (a plane loop over few positions is slow). None: neither fits.
+    """
+    n, c, s = x.shape[0], x.shape[1], math.prod(x.shape[2:])
+    channels_last = x.movedim(1, -1)
+    if channels_last.is_contiguous() and (s < 16 or not x.is_contiguous()):
+        return True, channels_last.reshape(n, s, c)
+    if x.is_contiguous():
+        return False, x.reshape(n, c, s)
+    return None
+
+
+def _restore(y3: torch.Tensor, x: torch.Tensor, rows: bool) -> torch.Tensor:
+    """A kernel output ``y3`` in ``x``'s shape and memory layout."""
+    if rows and not x.is_contiguous():
+        return y3.view(x.movedim(1, -1).shape).movedim(-1, 1)
+    return y3.view(x.shape)  # planes, or rows where both layouts are one memory order (S or C is 1)
+
+
+def _usable(x: torch.Tensor, a: torch.Tensor) -> Any:
+    if x.device.type != "cpu" or x.dtype not in _DTYPES or a.shape[-1] > _MAX_PIECES or x.numel() == 0:
+        return None
+    return native_ops()
+
+
+def _coefficients(a: torch.Tensor) -> torch.Tensor:
+    return a.movedim(-1, 0).contiguous()  # (N or 1, C or 1, K) -> (K, N or 1, C or 1)
+
+
+def _scale(scale: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+    return None if scale is None else scale.reshape(x.shape[0], -1).contiguous()
+
+
+def forward(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor | None:
+    """``scale * max_k(a_k x + b_k)`` by the fused kernel, or None where it does not apply (then use ATen)."""
+    ops = _usable(x, a)
+    layout = _layout(x) if ops is not None else None
+    if layout is None:
+        return None
+    rows, x3 = layout
+    y3 = ops.forward(x3, _coefficients(a), _coefficients(b), _scale(scale, x), rows)
+    return _restore(y3, x, rows)
+
+
+def backward(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    scale: torch.Tensor | None,
+    needs: tuple[bool, ...],
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None] | None:
+    """The gradients by the fused kernel, or None where it does not apply.
+
+    Returns ``(grad_x, sum_g, sum_gx, grad_scale)``: ``sum_g`` and ``sum_gx`` are ``(N, C, K)``, the output
+    gradient (times the scale) and that times ``x``, summed over the positions where each piece is active;
+    the caller reduces them to the coefficients' shape.
+    """
+    ops = _usable(x, a)
+    layout = _layout(x) if ops is not None else None
+    if layout is None:
+        return None
+    rows, x3 = layout
+    grad3 = (grad.movedim(1, -1) if rows else grad).contiguous().view(x3.shape)
+    need_x, need_a, need_b, need_scale = needs
+    need_coef = need_a or need_b
+    gx3, sums, gsc = ops.backward(
+        grad3, x3, _coefficients(a), _coefficients(b), _scale(scale, x), rows, need_x, need_coef, need_scale
+    )
+    grad_x = _restore(gx3, x, rows) if need_x else None
+    sum_g = sum_gx = None
+    if need_coef:
+        sum_g, sum_gx = sums[0::2].movedim(0, -1), sums[1::2].movedim(0, -1)
+    grad_scale = gsc.view(scale.shape) if need_scale else None
+    return grad_x, sum_g, sum_gx, grad_scale

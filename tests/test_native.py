@@ -1,0 +1,127 @@
+"""The fused native CPU kernels (dyrelu._native) against the ATen implementation they replace."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import pytest
+import torch
+
+import dyrelu._native as native
+from conftest import tol
+from dyrelu import DyReLUB
+from dyrelu.functional import piecewise_max
+
+requires_native = pytest.mark.skipif(
+    native.native_ops() is None, reason="the native kernels could not be built here (no C++ compiler?)"
+)
+
+
+def _grads(monkeypatch, use_native, x, a, b, scale):
+    monkeypatch.setenv("DYRELU_NATIVE", "1" if use_native else "0")
+    leaves = [t.detach().clone().requires_grad_() for t in (x, a, b) + ((scale,) if scale is not None else ())]
+    y = piecewise_max(*leaves[:3], leaves[3] if scale is not None else None)
+    g = torch.randn(y.shape, dtype=y.dtype, generator=torch.Generator().manual_seed(1))
+    return y, torch.autograd.grad(y, leaves, g)
+
+
+_LAYOUTS = {
+    "planes": lambda t: t,
+    "channels_last": lambda t: t.contiguous(memory_format=torch.channels_last),
+    "tokens": lambda t: t.flatten(2).transpose(1, 2).contiguous().transpose(1, 2),  # (N, C, L) view of (N, L, C)
+}
+
+
+@requires_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("k", [1, 2, 3])
+@pytest.mark.parametrize("layout", sorted(_LAYOUTS))
+def test_native_matches_aten(monkeypatch, dtype, k, layout):
+    for shared_channels, shared_samples, with_scale in itertools.product([False, True], repeat=3):
+        x = _LAYOUTS[layout](torch.randn(4, 6, 5, 7, dtype=dtype))
+        a = torch.randn(1 if shared_samples else 4, 1 if shared_channels else 6, k, dtype=dtype)
+        b = torch.randn_like(a)
+        scale = torch.rand((4, 1, *x.shape[2:]), dtype=dtype) if with_scale else None
+        y_native, g_native = _grads(monkeypatch, True, x, a, b, scale)
+        y_aten, g_aten = _grads(monkeypatch, False, x, a, b, scale)
+        assert y_native.stride() == y_aten.stride()
+        torch.testing.assert_close(y_native, y_aten, **tol(dtype))
+        for got, want in zip(g_native, g_aten, strict=True):
+            torch.testing.assert_close(got, want, atol=10 * tol(dtype)["atol"], rtol=10 * tol(dtype)["rtol"])
+
+
+@requires_native
+@pytest.mark.parametrize("shape", [(5, 6), (3, 5, 1, 1), (2, 3, 4)])
+def test_native_small_and_flat_inputs(monkeypatch, shape):
+    x = torch.randn(shape, dtype=torch.float64)
+    a, b = (
+        torch.randn(shape[0], shape[1], 2, dtype=torch.float64),
+        torch.randn(shape[0], shape[1], 2, dtype=torch.float64),
+    )
+    y_native, g_native = _grads(monkeypatch, True, x, a, b, None)
+    y_aten, g_aten = _grads(monkeypatch, False, x, a, b, None)
+    torch.testing.assert_close(y_native, y_aten)
+    for got, want in zip(g_native, g_aten, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+@requires_native
+@pytest.mark.parametrize("k", [2, 3])
+def test_native_gradcheck(monkeypatch, k):
+    monkeypatch.setenv("DYRELU_NATIVE", "1")
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    a = torch.randn(2, 3, k, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, 3, k, dtype=torch.float64, requires_grad=True)
+    scale = torch.rand(2, 1, 4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(piecewise_max, (x, a, b, scale))
+    xl = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    assert torch.autograd.gradcheck(piecewise_max, (xl, a, b, scale))
+
+
+@requires_native
+def test_native_ties_and_nan(monkeypatch):
+    monkeypatch.setenv("DYRELU_NATIVE", "1")
+    relu_a = torch.tensor([[[1.0, 0.0]]]).expand(1, 3, 2).contiguous()
+    x = torch.tensor([[[0.0, -1.0, 2.0, float("nan")]] * 3]).requires_grad_()
+    y = piecewise_max(x, relu_a, torch.zeros_like(relu_a))
+    (grad,) = torch.autograd.grad(y.nansum(), x)
+    assert torch.equal(y[:, :, :3], torch.relu(x[:, :, :3])) and y[:, :, 3].isnan().all()
+    assert grad[0, :, :3].tolist() == [[0.0, 0.0, 1.0]] * 3  # ReLU's gradient at 0 is 0
+
+
+@requires_native
+def test_module_uses_native_kernel_and_agrees(monkeypatch):
+    act = DyReLUB(8)
+    x = torch.randn(4, 8, 6, 6)
+    monkeypatch.setenv("DYRELU_NATIVE", "0")
+    want = act(x)
+    monkeypatch.setenv("DYRELU_NATIVE", "1")
+    calls = []
+    real = native.forward
+    monkeypatch.setattr(native, "forward", lambda *args: calls.append(1) or real(*args))
+    torch.testing.assert_close(act(x), want)
+    assert calls
+
+
+def test_failed_build_warns_once_and_falls_back(monkeypatch):
+    monkeypatch.setenv("DYRELU_NATIVE", "1")
+    monkeypatch.setattr(native, "_STATE", {"tried": False, "ops": None})
+
+    def broken():
+        raise RuntimeError("no compiler\nmore detail")
+
+    monkeypatch.setattr(native, "_build", broken)
+    x, a = torch.randn(2, 3, 4), torch.randn(2, 3, 2)
+    with pytest.warns(RuntimeWarning, match=r"could not be built \(no compiler\)"):
+        y = piecewise_max(x, a, torch.zeros_like(a))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        piecewise_max(x, a, torch.zeros_like(a))  # no second warning, no second attempt
+    torch.testing.assert_close(y, torch.maximum(x * a[..., :1], x * a[..., 1:]))
+
+
+def test_disabled_by_environment(monkeypatch):
+    monkeypatch.setenv("DYRELU_NATIVE", "0")
+    assert native.native_ops() is None
+    assert native.forward(torch.randn(2, 3, 4), torch.randn(2, 3, 2), torch.randn(2, 3, 2), None) is None
