@@ -112,26 +112,30 @@ _DTYPES = (torch.float32, torch.float64)
 _MAX_PIECES = 8
 
 
-def _layout(x: torch.Tensor) -> tuple[bool, torch.Tensor] | None:
-    """``(rows, x3)``: ``x`` ``(N, C, *S)`` as the kernels' ``(N, C, S)`` planes or ``(N, S, C)`` rows, a view.
+def _layout(x: torch.Tensor) -> bool | None:
+    """Whether the kernels see ``x`` ``(N, C, *S)`` as ``(N, S, C)`` rows (True) or ``(N, C, S)`` planes (False).
 
     Planes need ``x`` contiguous, rows need channels innermost (channels-last, tokens, ``(N, C)``); where
     both fit, rows win on small maps (a plane loop over few positions is slow). None: neither fits.
     """
-    n, c, s = x.shape[0], x.shape[1], math.prod(x.shape[2:])
-    channels_last = x.movedim(1, -1)
-    if channels_last.is_contiguous() and (s < 16 or not x.is_contiguous()):
-        return True, channels_last.reshape(n, s, c)
+    if x.movedim(1, -1).is_contiguous() and (math.prod(x.shape[2:]) < 16 or not x.is_contiguous()):
+        return True
     if x.is_contiguous():
-        return False, x.reshape(n, c, s)
+        return False
     return None
 
 
-def _restore(y3: torch.Tensor, x: torch.Tensor, rows: bool) -> torch.Tensor:
-    """A kernel output ``y3`` in ``x``'s shape and memory layout."""
+def _view3(t: torch.Tensor, rows: bool) -> torch.Tensor:
+    """``t`` ``(N, C, *S)`` as the kernels' 3-d view (``t`` must have the layout :func:`_layout` chose)."""
+    n, c, s = t.shape[0], t.shape[1], math.prod(t.shape[2:])
+    return t.movedim(1, -1).view(n, s, c) if rows else t.view(n, c, s)
+
+
+def _like(x: torch.Tensor, rows: bool) -> torch.Tensor:
+    """An uninitialised tensor in ``x``'s shape and the kernels' layout."""
     if rows and not x.is_contiguous():
-        return y3.view(x.movedim(1, -1).shape).movedim(-1, 1)
-    return y3.view(x.shape)  # planes, or rows where both layouts are one memory order (S or C is 1)
+        return torch.empty(x.movedim(1, -1).shape, dtype=x.dtype).movedim(-1, 1)
+    return torch.empty(x.shape, dtype=x.dtype)
 
 
 def _usable(x: torch.Tensor, a: torch.Tensor) -> Any:
@@ -151,12 +155,12 @@ def _scale(scale: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
 def forward(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor | None:
     """``scale * max_k(a_k x + b_k)`` by the fused kernel, or None where it does not apply (then use ATen)."""
     ops = _usable(x, a)
-    layout = _layout(x) if ops is not None else None
-    if layout is None:
+    rows = _layout(x) if ops is not None else None
+    if rows is None:
         return None
-    rows, x3 = layout
-    y3 = ops.forward(x3, _coefficients(a), _coefficients(b), _scale(scale, x), rows)
-    return _restore(y3, x, rows)
+    y = _like(x, rows)
+    ops.forward(_view3(x, rows), _coefficients(a), _coefficients(b), _scale(scale, x), rows, _view3(y, rows))
+    return y
 
 
 def backward(
@@ -174,17 +178,25 @@ def backward(
     the caller reduces them to the coefficients' shape.
     """
     ops = _usable(x, a)
-    layout = _layout(x) if ops is not None else None
-    if layout is None:
+    rows = _layout(x) if ops is not None else None
+    if rows is None:
         return None
-    rows, x3 = layout
+    x3 = _view3(x, rows)
     grad3 = (grad.movedim(1, -1) if rows else grad).contiguous().view(x3.shape)
     need_x, need_a, need_b, need_scale = needs
     need_coef = need_a or need_b
-    gx3, sums, gsc = ops.backward(
-        grad3, x3, _coefficients(a), _coefficients(b), _scale(scale, x), rows, need_x, need_coef, need_scale
+    grad_x = _like(x, rows) if need_x else None
+    sums, gsc = ops.backward(
+        grad3,
+        x3,
+        _coefficients(a),
+        _coefficients(b),
+        _scale(scale, x),
+        rows,
+        need_coef,
+        need_scale,
+        _view3(grad_x, rows) if need_x else x.new_empty(0),
     )
-    grad_x = _restore(gx3, x, rows) if need_x else None
     sum_g = sum_gx = None
     if need_coef:
         sum_g, sum_gx = sums[0::2].movedim(0, -1), sums[1::2].movedim(0, -1)

@@ -153,10 +153,18 @@ void forward_rows(const T* x, const T* a, const T* b, const T* scale, T* y, cons
   });
 }
 
-at::Tensor forward(const at::Tensor& x, const at::Tensor& a, const at::Tensor& b, const c10::optional<at::Tensor>& scale,
-                   bool rows) {
+void check_out(const at::Tensor& out, const at::Tensor& x, const char* what) {
+  TORCH_CHECK(out.sizes() == x.sizes() && out.is_contiguous() && out.scalar_type() == x.scalar_type(),
+              "dyrelu_native: expected ", what, " to be a contiguous tensor like the input, got ", out.sizes());
+}
+
+// Writes into `out` (a view the caller made of a tensor in the input's layout: returning that tensor
+// itself, not a view, lets autograd add later gradients into it in place).
+void forward(const at::Tensor& x, const at::Tensor& a, const at::Tensor& b, const c10::optional<at::Tensor>& scale,
+             bool rows, const at::Tensor& out) {
   const Shape sh = check(x, a, b, scale, rows);
-  at::Tensor y = at::empty_like(x);
+  check_out(out, x, "out");
+  const at::Tensor& y = out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dyrelu_native_forward", [&] {
     const scalar_t* sp = scale.has_value() ? scale->const_data_ptr<scalar_t>() : nullptr;
     if (rows) {
@@ -167,7 +175,6 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& a, const at::Tensor& b
                                b.const_data_ptr<scalar_t>(), sp, y.mutable_data_ptr<scalar_t>(), sh);
     }
   });
-  return y;
 }
 
 // ---- backward -------------------------------------------------------------------------------------
@@ -351,14 +358,16 @@ void backward_rows(const T* g, const T* x, const T* a, const T* b, const T* scal
   });
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const at::Tensor& grad, const at::Tensor& x,
-                                                        const at::Tensor& a, const at::Tensor& b,
-                                                        const c10::optional<at::Tensor>& scale, bool rows, bool need_x,
-                                                        bool need_coef, bool need_scale) {
+// The input gradient goes into `grad_x` (as `out` in forward; empty: not needed); returns the sums and
+// the scale gradient (empty when not asked for).
+std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& a,
+                                            const at::Tensor& b, const c10::optional<at::Tensor>& scale, bool rows,
+                                            bool need_coef, bool need_scale, const at::Tensor& grad_x) {
   const Shape sh = check(x, a, b, scale, rows);
-  TORCH_CHECK(grad.sizes() == x.sizes() && grad.is_contiguous() && grad.scalar_type() == x.scalar_type(),
-              "dyrelu_native: expected a contiguous gradient like the input, got ", grad.sizes());
-  at::Tensor gx = need_x ? at::empty_like(x) : at::empty({0}, x.options());
+  check_out(grad, x, "the gradient");
+  const bool need_x = grad_x.numel() > 0;
+  if (need_x) check_out(grad_x, x, "grad_x");
+  const at::Tensor& gx = grad_x;
   // The sums are always computed (they come with the pass); returned only when asked for.
   at::Tensor sums = at::empty({2 * sh.k, sh.n, sh.c}, x.options());
   at::Tensor gsc = need_scale ? at::zeros({sh.n, sh.s}, x.options()) : at::empty({0}, x.options());
@@ -371,16 +380,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const at::Tensor& grad, 
         b.const_data_ptr<scalar_t>(), sp, gxp, sums.mutable_data_ptr<scalar_t>(), gsp, sh);
   });
   if (!need_coef) sums = at::empty({0}, x.options());
-  return {gx, sums, gsc};
+  return {sums, gsc};
 }
 
 }  // namespace
 
 TORCH_LIBRARY(dyrelu_native, m) {
-  m.def("forward(Tensor x, Tensor a, Tensor b, Tensor? scale, bool rows) -> Tensor");
+  m.def("forward(Tensor x, Tensor a, Tensor b, Tensor? scale, bool rows, Tensor(a!) out) -> ()");
   m.def(
-      "backward(Tensor grad, Tensor x, Tensor a, Tensor b, Tensor? scale, bool rows, bool need_x, bool need_coef, "
-      "bool need_scale) -> (Tensor, Tensor, Tensor)");
+      "backward(Tensor grad, Tensor x, Tensor a, Tensor b, Tensor? scale, bool rows, bool need_coef, bool need_scale, "
+      "Tensor(a!) grad_x) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(dyrelu_native, CPU, m) {
