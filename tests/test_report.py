@@ -48,7 +48,7 @@ def test_plan_runs_deduplicates_shared_configurations():
     ids = [spec.run_id for spec, _ in runs]
     assert len(ids) == len(set(ids))
     baseline = [names for spec, names in runs if spec.run_id == "mobilenetv2_035-relu-seed0"]
-    assert baseline == [["C1", "C2", "C3", "C4", "C5"]]
+    assert baseline == [["C1", "C2", "C3", "C4", "C5", "C7"]]
     # seed-major: every configuration's seed 0 comes before any seed 1
     seeds = [spec.seed for spec, _ in runs]
     assert seeds == sorted(seeds)
@@ -171,8 +171,23 @@ def test_report_refuses_rows_of_different_budgets(tmp_path):
 
 
 def test_default_grid_leaves_out_c5_and_the_report_says_so(tmp_path):
-    assert [c.name for c in select_claims(None)] == ["C1", "C2", "C3", "C4"]
+    assert [c.name for c in select_claims(None)] == ["C1", "C2", "C3", "C4", "C7"]
     assert "C5" in [c.name for c in select_claims(["C5"])]
     text = make_report(_write(tmp_path / "r.csv", _c2_rows(91, 92, 92)), CLAIMS)
     (c5_line,) = [line for line in text.splitlines() if line.startswith("| C5 |")]
     assert "not run" in c5_line and "--claims C5" in c5_line
+
+
+@pytest.mark.parametrize(
+    ("aprelu", "expected"),
+    [(90.5, "holds"), (92.0, "does not hold at our scale: no clear difference"), (94.0, "APReLU is clearly higher")],
+)
+def test_aprelu_verdict(tmp_path, aprelu, expected):
+    rows = []
+    for seed, jitter in enumerate((-0.1, 0.0, 0.1)):
+        for act, acc in (("relu", 90.0), ("aprelu", aprelu), ("dyrelu_b", 92.0)):
+            rows.append(_row("mobilenetv2_035", act, seed, acc + jitter))
+    text = make_report(_write(tmp_path / "r.csv", rows), select_claims(["C7"]))
+    (line,) = [line for line in text.splitlines() if line.startswith("| C7 |")]
+    assert expected in line
+    assert "DY-ReLU-B − APReLU" in text

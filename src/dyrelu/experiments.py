@@ -201,6 +201,13 @@ CLAIMS: tuple[Claim, ...] = (
             _cfg(_SMALL, "dyrelu_b", "dyrelu_b λ_b=1.0", lambda_b=1.0),
         ),
     ),
+    Claim(
+        "C7",
+        "The closest dynamic peer: DY-ReLU-B against APReLU",
+        "DY-ReLU-B beats APReLU (Zhao et al. 2020), whose input-dependent slope applies to the negative part "
+        "only: the maximum over K dynamic pieces is the stronger design.",
+        tuple(_cfg(_SMALL, act) for act in ("relu", "aprelu", "dyrelu_b")),
+    ),
 )
 
 

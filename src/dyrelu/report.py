@@ -237,7 +237,28 @@ def _verdict_c5(claim: Claim, stats) -> tuple[str, list[str]]:
     return "does not hold: the setting matters at our scale", notes
 
 
-_VERDICTS = {"C1": _verdict_c1, "C2": _verdict_c2, "C3": _verdict_c3, "C4": _verdict_c4, "C5": _verdict_c5}
+def _verdict_c7(claim: Claim, stats) -> tuple[str, list[str]]:
+    s = _pairs(claim, stats, ("relu", "aprelu", "dyrelu_b"))
+    if s is None:
+        return "not run yet", []
+    d = s["dyrelu_b"].diff(s["aprelu"])
+    notes = [f"DY-ReLU-B − APReLU = {_fmt_diff(*d)} pp ({_clear(*d)})"]
+    notes += [f"{v} − ReLU = {_fmt_diff(*s[v].diff(s['relu']))} pp" for v in ("aprelu", "dyrelu_b")]
+    if d[0] > d[1]:
+        return "holds", notes
+    if d[0] < -d[1]:
+        return "does not hold at our scale: APReLU is clearly higher", notes
+    return "does not hold at our scale: no clear difference", notes
+
+
+_VERDICTS = {
+    "C1": _verdict_c1,
+    "C2": _verdict_c2,
+    "C3": _verdict_c3,
+    "C4": _verdict_c4,
+    "C5": _verdict_c5,
+    "C7": _verdict_c7,
+}
 
 
 def _cost_table(stats) -> list[str]:

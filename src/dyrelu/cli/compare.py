@@ -25,7 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         ),
     )
     parser.add_argument(
-        "--claims", default=None, help="comma-separated claims (default C1 to C4; C5 runs only when named)"
+        "--claims", default=None, help="comma-separated claims (default all but C5, which runs only when named)"
     )
     parser.add_argument("--results", default="results/grid.csv", help="the results CSV (default results/grid.csv)")
     parser.add_argument("--runs-dir", default="runs/grid", help="checkpoints and logs per run (default runs/grid)")
