@@ -7,6 +7,7 @@ interleaved (the order rotates from one repeat to the next) and reports medians 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -86,10 +87,32 @@ def metadata(threads: int, argv: list[str] | None = None) -> dict:
         "parallel_op_us": parallel_op_us(),
         "torch": torch.__version__,
         "dyrelu": dyrelu.__version__,
+        "native_kernels": native_available(),
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": None if status is None else bool(status),
         "argv": argv,
     }
+
+
+@contextlib.contextmanager
+def native_kernels(enabled: bool):
+    """Run with dyrelu's fused native CPU kernels on or off (the ``DYRELU_NATIVE`` switch)."""
+    before = os.environ.get("DYRELU_NATIVE")
+    os.environ["DYRELU_NATIVE"] = "1" if enabled else "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["DYRELU_NATIVE"]
+        else:
+            os.environ["DYRELU_NATIVE"] = before
+
+
+def native_available() -> bool:
+    """Whether the native kernels are built and enabled here (building them if needed)."""
+    from dyrelu._native import native_ops
+
+    return native_ops() is not None
 
 
 def set_threads(threads: int) -> None:

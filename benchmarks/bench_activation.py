@@ -34,6 +34,7 @@ from _common import (
     NaiveDyReLU,
     load_average,
     metadata,
+    native_kernels,
     parallel_op_us,
     perturb,
     saved_bytes,
@@ -44,6 +45,8 @@ from _common import (
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "activation.json"
 IMPLS = ("relu", "naive", "ours")
+# In eager mode "ours" also runs with the native kernels switched off (the ATen implementation), side by side.
+EAGER_IMPLS = (*IMPLS, "ours_aten")
 # Under torch.compile the eager nn.ReLU runs too, as a second baseline: inductor's ReLU for training
 # stores a bool mask for backward, which is slow on some CPUs.
 COMPILE_IMPLS = (*IMPLS, "relu_eager")
@@ -118,6 +121,8 @@ def build(config: Config) -> dict[str, nn.Module]:
     modules = {"relu": nn.ReLU(), "naive": NaiveDyReLU(ours), "ours": ours}
     if config.mode == "compile":
         modules["relu_eager"] = nn.ReLU()
+    else:
+        modules["ours_aten"] = ours
     return modules
 
 
@@ -130,7 +135,7 @@ def run_config(config: Config, repeats: int, warmup: int = 1) -> list[dict]:
     x_grad = x.clone().requires_grad_()
     grad = torch.randn_like(x)
     fns = dict(modules)
-    impls = COMPILE_IMPLS if config.mode == "compile" else IMPLS
+    impls = COMPILE_IMPLS if config.mode == "compile" else EAGER_IMPLS
     compile_s: dict[str, float | None] = dict.fromkeys(impls)
     if config.mode == "compile":
         torch._dynamo.reset()
@@ -146,14 +151,15 @@ def run_config(config: Config, repeats: int, warmup: int = 1) -> list[dict]:
 
     def forward(name):
         def run():
-            with torch.no_grad():
+            with torch.no_grad(), native_kernels(name != "ours_aten"):
                 return fns[name](x)
 
         return run
 
     def train(name):
         def run():
-            fns[name](x_grad).backward(grad)
+            with native_kernels(name != "ours_aten"):
+                fns[name](x_grad).backward(grad)
             x_grad.grad = None
             modules[name].zero_grad(set_to_none=True)
 
@@ -164,7 +170,8 @@ def run_config(config: Config, repeats: int, warmup: int = 1) -> list[dict]:
     rows = []
     for name in impls:
         try:
-            saved = saved_bytes(lambda name=name: fns[name](x_grad))
+            with native_kernels(name != "ours_aten"):
+                saved = saved_bytes(lambda name=name: fns[name](x_grad))
         except Exception:  # some torch versions refuse saved-tensor hooks under compile
             saved = None
         rows.append(
@@ -192,7 +199,7 @@ def run_config(config: Config, repeats: int, warmup: int = 1) -> list[dict]:
         )
     by = {r["impl"]: r for r in rows}
     for key in ("forward_ms", "train_ms", "train_cpu_ms"):
-        for other in ("relu", "naive", "relu_eager"):
+        for other in ("relu", "naive", "relu_eager", "ours_aten"):
             if other in by:
                 by["ours"][f"{key[:-3]}_vs_{other}"] = by["ours"][key] / by[other][key]
     return rows

@@ -35,6 +35,7 @@ from _common import (
     load_average,
     metadata,
     naive_like,
+    native_kernels,
     parallel_op_us,
     perturb,
     saved_bytes,
@@ -44,7 +45,8 @@ from _common import (
 )
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "model.json"
-ACTS = ("relu", "dyrelu_b", "naive_dyrelu_b")
+ACTS = ("relu", "dyrelu_b", "naive_dyrelu_b", "dyrelu_b_aten")
+# dyrelu_b_aten: the same DY-ReLU-B network with the native kernels switched off (the ATen implementation).
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ def build(net: Net, act: str) -> nn.Module:
     """The network ``net`` with activation ``act`` (one of ``ACTS``), channels-last, DY-ReLU perturbed."""
     from dyrelu.models import create_model
 
-    base = "dyrelu_b" if act == "naive_dyrelu_b" else act
+    base = "dyrelu_b" if act in ("naive_dyrelu_b", "dyrelu_b_aten") else act
     torch.manual_seed(0)
     model = create_model(
         net.name, act=base, num_classes=net.num_classes, in_chans=net.in_chans, small_input=net.small_input
@@ -101,19 +103,22 @@ class Runner:
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-3, momentum=0.9)
         self.x, self.y = batch(net, batch_size)
         self.fn = torch.compile(self.model) if mode == "compile" else self.model
+        self.native = act != "dyrelu_b_aten"
 
     def loss(self) -> torch.Tensor:
-        return F.cross_entropy(self.fn(self.x), self.y)
+        with native_kernels(self.native):
+            return F.cross_entropy(self.fn(self.x), self.y)
 
     def train_step(self) -> None:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        self.loss().backward()
+        with native_kernels(self.native):
+            self.loss().backward()
         self.optimizer.step()
 
     def infer(self) -> None:
         self.model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), native_kernels(self.native):
             self.fn(self.x)
 
 
@@ -180,6 +185,8 @@ def run_net(
     runners = {}
     compile_s = {}
     for act in ACTS:
+        if act == "dyrelu_b_aten" and mode == "compile":
+            continue  # compiled graphs never use the native kernels: it would repeat dyrelu_b
         start = time.perf_counter()
         runners[act] = Runner(net, act, mode, batch_size)
         runners[act].train_step()

@@ -42,6 +42,8 @@ def render_meta(meta: dict) -> str:
         f"torch {meta['torch']}",
         f"commit {commit}",
     ]
+    if meta.get("native_kernels") is not None:
+        parts.append(f"native kernels {'on' if meta['native_kernels'] else 'unavailable'}")
     if load:
         parts.append(f"load average {load[0]}")
     if meta.get("parallel_op_us") is not None:
@@ -78,8 +80,8 @@ def render_activation(data: dict) -> str:
             "",
             "| variant | K | input | dtype | fwd+bwd ReLU | naive | ours | ours/ReLU | ours/naive "
             "| ours/ReLU (CPU time) | fwd ours/ReLU | fwd ours/naive | saved ours | saved naive |"
-            + (" ours/eager ReLU |" if mode == "compile" else ""),
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if mode == "compile" else ""),
+            + (" ours/eager ReLU |" if mode == "compile" else " ATen path | ours/ATen path |"),
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if mode == "compile" else "---|---|"),
         ]
         for key in keys:
             impls = keyed[key]
@@ -93,9 +95,17 @@ def render_activation(data: dict) -> str:
                 f"| {_num(ours.get('train_cpu_vs_relu'))} "
                 f"| {ours['forward_vs_relu']:.2f} | {ours['forward_vs_naive']:.2f} "
                 f"| {_num(ours['saved_ratio'])} | {_num(naive['saved_ratio'])} |"
-                + (f" {_num(ours.get('train_vs_relu_eager'))} |" if mode == "compile" else "")
+                + (f" {_num(ours.get('train_vs_relu_eager'))} |" if mode == "compile" else _aten(impls))
             )
     return "\n".join(out)
+
+
+def _aten(impls: dict) -> str:
+    """The eager table's last columns: the ATen path (native kernels off) and ours relative to it."""
+    aten = impls.get("ours_aten")
+    if aten is None:
+        return " – | – |"
+    return f" {aten['train_ms']:.2f} | {_num(impls['ours'].get('train_vs_ours_aten'))} |"
 
 
 def render_model(data: dict) -> str:

@@ -17,7 +17,7 @@ import bench_activation  # noqa: E402
 import bench_model  # noqa: E402
 import make_docs  # noqa: E402
 
-META_FIELDS = {"date", "machine", "threads", "torch", "git_commit", "git_dirty", "load_average"}
+META_FIELDS = {"date", "machine", "threads", "torch", "git_commit", "git_dirty", "load_average", "native_kernels"}
 
 
 def _check_meta(meta: dict, threads: int) -> None:
@@ -53,12 +53,13 @@ def test_activation_benchmark(tmp_path, monkeypatch):
     result = bench_activation.run(configs, repeats=1, warmup=0, threads=1, log=lambda *_: None)
     _check_meta(result["meta"], threads=1)
     rows = result["results"]
-    assert len(rows) == 3 + 3 + 4
+    assert len(rows) == 4 + 4 + 4
     for row in rows:
         assert row["forward_ms"] > 0 and row["train_ms"] > 0 and row["repeats"] == 1
-        assert row["impl"] in bench_activation.COMPILE_IMPLS
+        assert row["impl"] in {*bench_activation.COMPILE_IMPLS, *bench_activation.EAGER_IMPLS}
     ours = [r for r in rows if r["impl"] == "ours"]
     assert all(r["train_vs_naive"] > 0 and r["train_vs_relu"] > 0 for r in ours)
+    assert all(r["train_vs_ours_aten"] > 0 for r in ours if r["mode"] == "eager")
     naive = [r for r in rows if r["impl"] == "naive"]
     for o, n in zip(ours, naive, strict=True):  # the naive one keeps the max's int64 indices too
         assert o["saved_bytes"] + o["input_bytes"] <= n["saved_bytes"]
@@ -73,6 +74,7 @@ def test_activation_benchmark(tmp_path, monkeypatch):
     make_docs.main(["--activation", str(path), "--model", "--out", str(doc)])
     text = doc.read_text()
     assert "prose stays" in text and "old" not in text and "| B | 2 | 2×8×4×4 | float32 |" in text
+    assert "ours/ATen path" in text
 
 
 def test_activation_grid():
@@ -93,6 +95,7 @@ def test_model_benchmark(tmp_path, monkeypatch):
     _check_meta(result["meta"], threads=1)
     rows = result["results"]
     assert [r["act"] for r in rows] == list(bench_model.ACTS)
+    assert by_act(rows)["dyrelu_b_aten"]["saved_bytes"] == by_act(rows)["dyrelu_b"]["saved_bytes"]
     by = {r["act"]: r for r in rows}
     assert by["relu"]["train_vs_relu"] == 1.0
     assert by["naive_dyrelu_b"]["saved_bytes"] > by["dyrelu_b"]["saved_bytes"] > by["relu"]["saved_bytes"]
@@ -104,6 +107,10 @@ def test_model_benchmark(tmp_path, monkeypatch):
     doc = tmp_path / "benchmarks.md"
     make_docs.main(["--activation", "--model", str(path), "--out", str(doc)])
     assert "| mobilenetv2_050 | 2×1×28×28 | eager | dyrelu_b |" in doc.read_text()
+
+
+def by_act(rows):
+    return {r["act"]: r for r in rows}
 
 
 def test_peak_rss_subprocess():
