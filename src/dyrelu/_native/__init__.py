@@ -109,7 +109,7 @@ def native_ops() -> Any:
 # -- the glue between dyrelu.functional's tensors and the kernels' 3-d layouts ------------------------
 
 _DTYPES = (torch.float32, torch.float64)
-_MAX_PIECES = 8
+_MAX_PIECES = 4
 
 
 def _layout(x: torch.Tensor) -> bool | None:

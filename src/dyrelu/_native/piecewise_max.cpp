@@ -24,11 +24,12 @@
 #include <algorithm>
 #include <cstdint>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 namespace {
 
-constexpr int64_t kMaxPieces = 8;
+constexpr int64_t kMaxPieces = 4;
 constexpr int64_t kGrainElements = 1 << 15;
 
 struct Shape {
@@ -68,88 +69,154 @@ inline int64_t coef(const Shape& sh, int64_t k, int64_t n, int64_t c) {
 
 inline int64_t grain(int64_t per_item) { return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, per_item)); }
 
-// ---- forward --------------------------------------------------------------------------------------
+// ---- one element -----------------------------------------------------------------------------------
+// K is a compile-time constant, the pieces are plain scalars (no arrays: the compiler would keep them
+// in memory) and every choice is a select, so that the loops below vectorise.
 
+// Up to four pieces' slopes and intercepts (unused ones are never read).
 template <typename T>
-void forward_planes(const T* x, const T* a, const T* b, const T* scale, T* y, const Shape& sh) {
-  at::parallel_for(0, sh.n * sh.c, grain(sh.s), [&](int64_t begin, int64_t end) {
-    T ak[kMaxPieces], bk[kMaxPieces];
-    for (int64_t p = begin; p < end; ++p) {
-      const int64_t n = p / sh.c, c = p % sh.c;
-      for (int64_t k = 0; k < sh.k; ++k) {
-        ak[k] = a[coef(sh, k, n, c)];
-        bk[k] = b[coef(sh, k, n, c)];
-      }
-      const T* xp = x + p * sh.s;
-      T* yp = y + p * sh.s;
-      const T* sp = scale ? scale + n * sh.s : nullptr;
-      if (sh.k == 2) {
-        const T a0 = ak[0], b0 = bk[0], a1 = ak[1], b1 = bk[1];
-#pragma omp simd
-        for (int64_t i = 0; i < sh.s; ++i) {
-          const T z0 = a0 * xp[i] + b0, z1 = a1 * xp[i] + b1;
-          yp[i] = (z1 >= z0 || z1 != z1) ? z1 : z0;
-        }
-      } else {
-        for (int64_t i = 0; i < sh.s; ++i) {
-          T best = ak[0] * xp[i] + bk[0];
-          for (int64_t k = 1; k < sh.k; ++k) {
-            const T z = ak[k] * xp[i] + bk[k];
-            best = (z >= best || z != z) ? z : best;
-          }
-          yp[i] = best;
-        }
-      }
-      if (sp) {
-#pragma omp simd
-        for (int64_t i = 0; i < sh.s; ++i) yp[i] *= sp[i];
-      }
-    }
-  });
+struct Pieces {
+  T a0 = 0, b0 = 0, a1 = 0, b1 = 0, a2 = 0, b2 = 0, a3 = 0, b3 = 0;
+};
+
+template <typename T, int K>
+inline Pieces<T> load_pieces(const T* a, const T* b, int64_t stride, int64_t offset) {
+  Pieces<T> p;
+  p.a0 = a[offset], p.b0 = b[offset];
+  if constexpr (K > 1) p.a1 = a[stride + offset], p.b1 = b[stride + offset];
+  if constexpr (K > 2) p.a2 = a[2 * stride + offset], p.b2 = b[2 * stride + offset];
+  if constexpr (K > 3) p.a3 = a[3 * stride + offset], p.b3 = b[3 * stride + offset];
+  return p;
 }
 
-// K = 2, one row of channels; kShared: one coefficient for all channels (DY-ReLU-A).
-template <typename T, bool kShared>
-void forward_row2(const T* __restrict xr, const T* a0, const T* b0, const T* a1, const T* b1, T* __restrict yr,
-                  int64_t channels) {
-#pragma omp simd
-  for (int64_t c = 0; c < channels; ++c) {
-    const int64_t j = kShared ? 0 : c;
-    const T z0 = a0[j] * xr[c] + b0[j], z1 = a1[j] * xr[c] + b1[j];
-    yr[c] = (z1 >= z0 || z1 != z1) ? z1 : z0;
+// max_k(a_k x + b_k), NaN-propagating like torch.maximum.
+template <typename T, int K>
+inline T max_pieces(T xi, T a0, T b0, T a1, T b1, T a2, T b2, T a3, T b3) {
+  T best = a0 * xi + b0;
+  if constexpr (K > 1) {
+    const T z = a1 * xi + b1;
+    best = (z >= best || z != z) ? z : best;
+  }
+  if constexpr (K > 2) {
+    const T z = a2 * xi + b2;
+    best = (z >= best || z != z) ? z : best;
+  }
+  if constexpr (K > 3) {
+    const T z = a3 * xi + b3;
+    best = (z >= best || z != z) ? z : best;
+  }
+  return best;
+}
+
+// The active piece for backward: its value z and slope, and m_k = 1 where piece k >= 1 is active
+// (ties to the later piece; where a comparison is NaN the earlier piece stays).
+template <typename T, int K>
+inline void active_piece(T xi, T a0, T b0, T a1, T b1, T a2, T b2, T a3, T b3, T& z, T& slope, T& m1, T& m2,
+                         T& m3) {
+  z = a0 * xi + b0;
+  slope = a0;
+  m1 = m2 = m3 = T(0);
+  if constexpr (K > 1) {
+    const T zk = a1 * xi + b1;
+    const bool take = zk >= z;
+    z = take ? zk : z;
+    slope = take ? a1 : slope;
+    m1 = take ? T(1) : T(0);
+  }
+  if constexpr (K > 2) {
+    const T zk = a2 * xi + b2;
+    const bool take = zk >= z;
+    z = take ? zk : z;
+    slope = take ? a2 : slope;
+    m1 = take ? T(0) : m1;
+    m2 = take ? T(1) : T(0);
+  }
+  if constexpr (K > 3) {
+    const T zk = a3 * xi + b3;
+    const bool take = zk >= z;
+    z = take ? zk : z;
+    slope = take ? a3 : slope;
+    m1 = take ? T(0) : m1;
+    m2 = take ? T(0) : m2;
+    m3 = take ? T(1) : T(0);
   }
 }
 
-template <typename T>
-void forward_rows(const T* x, const T* a, const T* b, const T* scale, T* y, const Shape& sh) {
-  const int64_t cs = sh.ca > 1 ? 1 : 0;  // stride of the coefficients along the channels
-  const int64_t piece = sh.na * sh.ca;   // distance between pieces
-  at::parallel_for(0, sh.n * sh.s, grain(sh.c), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t n = r / sh.s;
-      const T* xr = x + r * sh.c;
-      T* yr = y + r * sh.c;
-      const T* a0 = a + coef(sh, 0, n, 0);
-      const T* b0 = b + coef(sh, 0, n, 0);
-      if (sh.k == 2) {
-        auto row = cs ? forward_row2<T, false> : forward_row2<T, true>;
-        row(xr, a0, b0, a0 + piece, b0 + piece, yr, sh.c);
-      } else {
-        for (int64_t c = 0; c < sh.c; ++c) {
-          T best = a0[c * cs] * xr[c] + b0[c * cs];
-          for (int64_t k = 1; k < sh.k; ++k) {
-            const T z = a0[k * piece + c * cs] * xr[c] + b0[k * piece + c * cs];
-            best = (z >= best || z != z) ? z : best;
-          }
-          yr[c] = best;
-        }
-      }
-      if (scale) {
-        const T s = scale[r];
+template <typename F>
+void with_flag(bool value, F&& f) {
+  if (value) {
+    f(std::true_type{});
+  } else {
+    f(std::false_type{});
+  }
+}
+
+// Runs f(std::integral_constant<int, K>) for the number of pieces k (1 to kMaxPieces).
+template <typename F>
+void with_pieces(int64_t k, F&& f) {
+  switch (k) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    default: TORCH_CHECK(false, "dyrelu_native: expected 1 to ", kMaxPieces, " pieces, got ", k);
+  }
+}
+
+// ---- forward --------------------------------------------------------------------------------------
+
+template <typename T, int K, bool kScale>
+void forward_plane(const T* __restrict x, const T* __restrict sp, Pieces<T> p, T* __restrict y, int64_t s) {
+  const T a0 = p.a0, b0 = p.b0, a1 = p.a1, b1 = p.b1, a2 = p.a2, b2 = p.b2, a3 = p.a3, b3 = p.b3;
 #pragma omp simd
-        for (int64_t c = 0; c < sh.c; ++c) yr[c] *= s;
+  for (int64_t i = 0; i < s; ++i) {
+    const T v = max_pieces<T, K>(x[i], a0, b0, a1, b1, a2, b2, a3, b3);
+    y[i] = kScale ? v * sp[i] : v;
+  }
+}
+
+// kShared: one coefficient for all channels (DY-ReLU-A); `piece` is the distance between pieces.
+template <typename T, int K, bool kShared>
+void forward_row(const T* __restrict xr, T scale, const T* ap, const T* bp, int64_t piece, T* __restrict yr,
+                 int64_t channels) {
+  const T* __restrict a0 = ap;
+  const T* __restrict b0 = bp;
+  const T* __restrict a1 = ap + (K > 1 ? piece : 0);
+  const T* __restrict b1 = bp + (K > 1 ? piece : 0);
+  const T* __restrict a2 = ap + (K > 2 ? 2 * piece : 0);
+  const T* __restrict b2 = bp + (K > 2 ? 2 * piece : 0);
+  const T* __restrict a3 = ap + (K > 3 ? 3 * piece : 0);
+  const T* __restrict b3 = bp + (K > 3 ? 3 * piece : 0);
+#pragma omp simd
+  for (int64_t c = 0; c < channels; ++c) {
+    const int64_t j = kShared ? 0 : c;
+    yr[c] = max_pieces<T, K>(xr[c], a0[j], b0[j], a1[j], b1[j], a2[j], b2[j], a3[j], b3[j]) * scale;
+  }
+}
+
+template <typename T, int K>
+void forward_kernel(const T* x, const T* a, const T* b, const T* scale, T* y, const Shape& sh, bool rows) {
+  if (!rows) {
+    with_flag(scale != nullptr, [&](auto has_scale) {
+      at::parallel_for(0, sh.n * sh.c, grain(sh.s), [&](int64_t begin, int64_t end) {
+        for (int64_t p = begin; p < end; ++p) {
+          const int64_t n = p / sh.c, c = p % sh.c;
+          const Pieces<T> pieces = load_pieces<T, K>(a, b, sh.na * sh.ca, coef(sh, 0, n, c));
+          forward_plane<T, K, decltype(has_scale)::value>(x + p * sh.s, scale ? scale + n * sh.s : nullptr, pieces,
+                                                          y + p * sh.s, sh.s);
+        }
+      });
+    });
+    return;
+  }
+  with_flag(sh.ca == 1, [&](auto shared) {
+    at::parallel_for(0, sh.n * sh.s, grain(sh.c), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t n = r / sh.s;
+        forward_row<T, K, decltype(shared)::value>(x + r * sh.c, scale ? scale[r] : T(1), a + coef(sh, 0, n, 0),
+                                                   b + coef(sh, 0, n, 0), sh.na * sh.ca, y + r * sh.c, sh.c);
       }
-    }
+    });
   });
 }
 
@@ -164,16 +231,13 @@ void forward(const at::Tensor& x, const at::Tensor& a, const at::Tensor& b, cons
              bool rows, const at::Tensor& out) {
   const Shape sh = check(x, a, b, scale, rows);
   check_out(out, x, "out");
-  const at::Tensor& y = out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dyrelu_native_forward", [&] {
     const scalar_t* sp = scale.has_value() ? scale->const_data_ptr<scalar_t>() : nullptr;
-    if (rows) {
-      forward_rows<scalar_t>(x.const_data_ptr<scalar_t>(), a.const_data_ptr<scalar_t>(), b.const_data_ptr<scalar_t>(),
-                             sp, y.mutable_data_ptr<scalar_t>(), sh);
-    } else {
-      forward_planes<scalar_t>(x.const_data_ptr<scalar_t>(), a.const_data_ptr<scalar_t>(),
-                               b.const_data_ptr<scalar_t>(), sp, y.mutable_data_ptr<scalar_t>(), sh);
-    }
+    with_pieces(sh.k, [&](auto pieces) {
+      forward_kernel<scalar_t, decltype(pieces)::value>(x.const_data_ptr<scalar_t>(), a.const_data_ptr<scalar_t>(),
+                                                        b.const_data_ptr<scalar_t>(), sp,
+                                                        out.mutable_data_ptr<scalar_t>(), sh, rows);
+    });
   });
 }
 
@@ -184,177 +248,122 @@ void forward(const at::Tensor& x, const at::Tensor& a, const at::Tensor& b, cons
 //   grad_scale[n, s] = sum over channels of grad * z.
 // sums is (2K, N, C): the caller reduces it to the coefficients' shape.
 
-// K = 2, one plane: branch-free, so that the compiler vectorises it; the flags are compile-time so the
-// loop carries no optional work.
-template <typename T, bool kScale, bool kGx, bool kGsc>
-void backward_plane2(const T* __restrict g, const T* __restrict x, const T* __restrict sp, T* __restrict gx,
-                     T* __restrict gsc, const T* ak, const T* bk, int64_t s, T* sums) {
-  const T a0 = ak[0], b0 = bk[0], a1 = ak[1], b1 = bk[1];
-  T g1 = 0, gx1 = 0, gall = 0, gxall = 0;
-#pragma omp simd reduction(+ : g1, gx1, gall, gxall)
+// One plane: the sums of pieces 1.. are accumulated, piece 0 gets the total minus those.
+template <typename T, int K, bool kScale, bool kGx, bool kGsc>
+void backward_plane(const T* __restrict g, const T* __restrict x, const T* __restrict sp, T* __restrict gx,
+                    T* __restrict gsc, Pieces<T> p, int64_t s, T* sums) {
+  const T a0 = p.a0, b0 = p.b0, a1 = p.a1, b1 = p.b1, a2 = p.a2, b2 = p.b2, a3 = p.a3, b3 = p.b3;
+  T gall = 0, gxall = 0, g1 = 0, g2 = 0, g3 = 0, gx1 = 0, gx2 = 0, gx3 = 0;
+#pragma omp simd reduction(+ : gall, gxall, g1, g2, g3, gx1, gx2, gx3)
   for (int64_t i = 0; i < s; ++i) {
     const T xi = x[i];
-    const T z0 = a0 * xi + b0, z1 = a1 * xi + b1;
-    const bool later = z1 >= z0;
+    T z, slope, m1, m2, m3;
+    active_piece<T, K>(xi, a0, b0, a1, b1, a2, b2, a3, b3, z, slope, m1, m2, m3);
     const T gz = kScale ? g[i] * sp[i] : g[i];
-    const T m = later ? T(1) : T(0);
-    if constexpr (kGx) gx[i] = gz * (later ? a1 : a0);
-    if constexpr (kGsc) gsc[i] += g[i] * (later ? z1 : z0);
+    if constexpr (kGx) gx[i] = gz * slope;
+    if constexpr (kGsc) gsc[i] += g[i] * z;
     gall += gz;
     gxall += gz * xi;
-    g1 += m * gz;
-    gx1 += m * gz * xi;
+    if constexpr (K > 1) g1 += m1 * gz, gx1 += m1 * gz * xi;
+    if constexpr (K > 2) g2 += m2 * gz, gx2 += m2 * gz * xi;
+    if constexpr (K > 3) g3 += m3 * gz, gx3 += m3 * gz * xi;
   }
-  sums[0] = gall - g1;
-  sums[1] = gxall - gx1;
-  sums[2] = g1;
-  sums[3] = gx1;
+  const T pg[4] = {gall - (g1 + g2 + g3), g1, g2, g3};
+  const T pgx[4] = {gxall - (gx1 + gx2 + gx3), gx1, gx2, gx3};
+  for (int k = 0; k < K; ++k) sums[2 * k] = pg[k], sums[2 * k + 1] = pgx[k];
 }
 
-// Any K, one plane: the active piece by a scan (ties to the later piece).
-template <typename T>
-void backward_plane_k(const T* g, const T* x, const T* sp, T* gx, T* gsc, const T* ak, const T* bk, int64_t k_count,
-                      int64_t s, T* sums) {
-  T acc[2 * kMaxPieces] = {};
-  for (int64_t i = 0; i < s; ++i) {
-    const T xi = x[i];
-    T best = ak[0] * xi + bk[0];
-    int64_t idx = 0;
-    for (int64_t k = 1; k < k_count; ++k) {
-      const T z = ak[k] * xi + bk[k];
-      if (z >= best) {
-        best = z;
-        idx = k;
-      }
-    }
-    const T gz = sp ? g[i] * sp[i] : g[i];
-    if (gx) gx[i] = gz * ak[idx];
-    if (gsc) gsc[i] += g[i] * best;
-    acc[2 * idx] += gz;
-    acc[2 * idx + 1] += gz * xi;
-  }
-  std::copy(acc, acc + 2 * k_count, sums);
-}
-
-template <typename T>
-void backward_plane(const T* g, const T* x, const T* sp, T* gx, T* gsc, const T* ak, const T* bk, int64_t k_count,
-                    int64_t s, T* sums) {
-  if (k_count != 2) return backward_plane_k<T>(g, x, sp, gx, gsc, ak, bk, k_count, s, sums);
-  const int flags = (sp ? 4 : 0) | (gx ? 2 : 0) | (gsc ? 1 : 0);
-  switch (flags) {
-    case 0: return backward_plane2<T, false, false, false>(g, x, sp, gx, gsc, ak, bk, s, sums);
-    case 1: return backward_plane2<T, false, false, true>(g, x, sp, gx, gsc, ak, bk, s, sums);
-    case 2: return backward_plane2<T, false, true, false>(g, x, sp, gx, gsc, ak, bk, s, sums);
-    case 3: return backward_plane2<T, false, true, true>(g, x, sp, gx, gsc, ak, bk, s, sums);
-    case 4: return backward_plane2<T, true, false, false>(g, x, sp, gx, gsc, ak, bk, s, sums);
-    case 5: return backward_plane2<T, true, false, true>(g, x, sp, gx, gsc, ak, bk, s, sums);
-    case 6: return backward_plane2<T, true, true, false>(g, x, sp, gx, gsc, ak, bk, s, sums);
-    default: return backward_plane2<T, true, true, true>(g, x, sp, gx, gsc, ak, bk, s, sums);
-  }
-}
-
-template <typename T>
-void backward_planes(const T* g, const T* x, const T* a, const T* b, const T* scale, T* gx, T* sums, T* gsc,
-                     const Shape& sh) {
-  // With a scale gradient, channels of one sample add into the same positions: one task per sample.
-  const int64_t items = gsc ? sh.n : sh.n * sh.c;
-  const int64_t per_item = gsc ? sh.c * sh.s : sh.s;
-  const int64_t plane_count = sh.n * sh.c;
-  at::parallel_for(0, items, grain(per_item), [&](int64_t begin, int64_t end) {
-    T ak[kMaxPieces], bk[kMaxPieces], local[2 * kMaxPieces];
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t first = gsc ? item * sh.c : item, last = gsc ? first + sh.c : first + 1;
-      for (int64_t p = first; p < last; ++p) {
-        const int64_t n = p / sh.c, c = p % sh.c;
-        for (int64_t k = 0; k < sh.k; ++k) {
-          ak[k] = a[coef(sh, k, n, c)];
-          bk[k] = b[coef(sh, k, n, c)];
-        }
-        backward_plane<T>(g + p * sh.s, x + p * sh.s, scale ? scale + n * sh.s : nullptr, gx ? gx + p * sh.s : nullptr,
-                          gsc ? gsc + n * sh.s : nullptr, ak, bk, sh.k, sh.s, local);
-        for (int64_t j = 0; j < 2 * sh.k; ++j) sums[j * plane_count + p] = local[j];
-      }
-    }
-  });
-}
-
-// K = 2, one row of channels: accumulates the per-channel sums into acc (2K rows of C) and returns the
-// row's sum of grad * z (the scale gradient of this position).
-template <typename T, bool kGx, bool kShared>
-T backward_row2(const T* __restrict xr, const T* __restrict gr, T sv, const T* a0, const T* b0, const T* a1,
-                const T* b1, T* __restrict gxr, T* __restrict acc, int64_t channels) {
-  T* __restrict g0 = acc;
-  T* __restrict gx0 = acc + channels;
-  T* __restrict g1 = acc + 2 * channels;
-  T* __restrict gx1 = acc + 3 * channels;
+// One row of channels: adds to the per-channel sums acc (2K rows of C) and returns the row's sum of
+// grad * z (the scale gradient of this position).
+template <typename T, int K, bool kGx, bool kShared>
+T backward_row(const T* __restrict xr, const T* __restrict gr, T scale, const T* ap, const T* bp, int64_t piece,
+               T* __restrict gxr, T* __restrict acc, int64_t channels) {
+  const T* __restrict a0 = ap;
+  const T* __restrict b0 = bp;
+  const T* __restrict a1 = ap + (K > 1 ? piece : 0);
+  const T* __restrict b1 = bp + (K > 1 ? piece : 0);
+  const T* __restrict a2 = ap + (K > 2 ? 2 * piece : 0);
+  const T* __restrict b2 = bp + (K > 2 ? 2 * piece : 0);
+  const T* __restrict a3 = ap + (K > 3 ? 3 * piece : 0);
+  const T* __restrict b3 = bp + (K > 3 ? 3 * piece : 0);
+  T* __restrict s0 = acc;
+  T* __restrict t0 = acc + channels;
+  T* __restrict s1 = acc + (K > 1 ? 2 * channels : 0);
+  T* __restrict t1 = acc + (K > 1 ? 3 * channels : 0);
+  T* __restrict s2 = acc + (K > 2 ? 4 * channels : 0);
+  T* __restrict t2 = acc + (K > 2 ? 5 * channels : 0);
+  T* __restrict s3 = acc + (K > 3 ? 6 * channels : 0);
+  T* __restrict t3 = acc + (K > 3 ? 7 * channels : 0);
   T zsum = 0;
 #pragma omp simd reduction(+ : zsum)
   for (int64_t c = 0; c < channels; ++c) {
     const int64_t j = kShared ? 0 : c;
     const T xi = xr[c];
-    const T z0 = a0[j] * xi + b0[j], z1 = a1[j] * xi + b1[j];
-    const bool later = z1 >= z0;
-    const T gz = gr[c] * sv;
-    const T m = later ? T(1) : T(0);
-    if constexpr (kGx) gxr[c] = gz * (later ? a1[j] : a0[j]);
-    zsum += gr[c] * (later ? z1 : z0);
-    g0[c] += gz - m * gz;
-    gx0[c] += (gz - m * gz) * xi;
-    g1[c] += m * gz;
-    gx1[c] += m * gz * xi;
+    T z, slope, m1, m2, m3;
+    active_piece<T, K>(xi, a0[j], b0[j], a1[j], b1[j], a2[j], b2[j], a3[j], b3[j], z, slope, m1, m2, m3);
+    const T gz = gr[c] * scale;
+    if constexpr (kGx) gxr[c] = gz * slope;
+    zsum += gr[c] * z;
+    const T m0 = T(1) - m1 - m2 - m3;
+    s0[c] += m0 * gz;
+    t0[c] += m0 * gz * xi;
+    if constexpr (K > 1) s1[c] += m1 * gz, t1[c] += m1 * gz * xi;
+    if constexpr (K > 2) s2[c] += m2 * gz, t2[c] += m2 * gz * xi;
+    if constexpr (K > 3) s3[c] += m3 * gz, t3[c] += m3 * gz * xi;
   }
   return zsum;
 }
 
-template <typename T>
-void backward_rows(const T* g, const T* x, const T* a, const T* b, const T* scale, T* gx, T* sums, T* gsc,
-                   const Shape& sh) {
-  // Channels are innermost: each sample accumulates its (2K, C) sums over the positions.
-  const int64_t cs = sh.ca > 1 ? 1 : 0;
-  const int64_t piece = sh.na * sh.ca;
+template <typename T, int K>
+void backward_kernel(const T* g, const T* x, const T* a, const T* b, const T* scale, T* gx, T* sums, T* gsc,
+                     const Shape& sh, bool rows) {
   const int64_t plane_count = sh.n * sh.c;
-  at::parallel_for(0, sh.n, grain(sh.s * sh.c), [&](int64_t begin, int64_t end) {
-    std::vector<T> acc(2 * sh.k * sh.c);
-    for (int64_t n = begin; n < end; ++n) {
-      std::fill(acc.begin(), acc.end(), T(0));
-      const T* ap = a + coef(sh, 0, n, 0);
-      const T* bp = b + coef(sh, 0, n, 0);
-      for (int64_t s = 0; s < sh.s; ++s) {
-        const int64_t r = n * sh.s + s;
-        const T* xr = x + r * sh.c;
-        const T* gr = g + r * sh.c;
-        T* gxr = gx ? gx + r * sh.c : nullptr;
-        const T sv = scale ? scale[r] : T(1);
-        T zsum = 0;
-        if (sh.k == 2) {
-          auto row = gxr ? (cs ? backward_row2<T, true, false> : backward_row2<T, true, true>)
-                         : (cs ? backward_row2<T, false, false> : backward_row2<T, false, true>);
-          zsum = row(xr, gr, sv, ap, bp, ap + piece, bp + piece, gxr, acc.data(), sh.c);
-        } else {
-          for (int64_t c = 0; c < sh.c; ++c) {
-            const T xi = xr[c];
-            T best = ap[c * cs] * xi + bp[c * cs];
-            int64_t idx = 0;
-            for (int64_t k = 1; k < sh.k; ++k) {
-              const T z = ap[k * piece + c * cs] * xi + bp[k * piece + c * cs];
-              if (z >= best) {
-                best = z;
-                idx = k;
+  if (!rows) {
+    // With a scale gradient, the channels of one sample add into the same positions: one task per sample.
+    const int64_t items = gsc ? sh.n : plane_count;
+    const int64_t per_item = gsc ? sh.c * sh.s : sh.s;
+    with_flag(scale != nullptr, [&](auto has_scale) {
+      with_flag(gx != nullptr, [&](auto has_gx) {
+        with_flag(gsc != nullptr, [&](auto has_gsc) {
+          at::parallel_for(0, items, grain(per_item), [&](int64_t begin, int64_t end) {
+            T local[2 * K];
+            for (int64_t item = begin; item < end; ++item) {
+              const int64_t first = gsc ? item * sh.c : item, last = gsc ? first + sh.c : first + 1;
+              for (int64_t p = first; p < last; ++p) {
+                const int64_t n = p / sh.c, c = p % sh.c;
+                const Pieces<T> pieces = load_pieces<T, K>(a, b, sh.na * sh.ca, coef(sh, 0, n, c));
+                backward_plane<T, K, decltype(has_scale)::value, decltype(has_gx)::value, decltype(has_gsc)::value>(
+                    g + p * sh.s, x + p * sh.s, scale ? scale + n * sh.s : nullptr, gx ? gx + p * sh.s : nullptr,
+                    gsc ? gsc + n * sh.s : nullptr, pieces, sh.s, local);
+                for (int j = 0; j < 2 * K; ++j) sums[j * plane_count + p] = local[j];
               }
             }
-            const T gz = gr[c] * sv;
-            if (gxr) gxr[c] = gz * ap[idx * piece + c * cs];
-            zsum += gr[c] * best;
-            acc[(2 * idx) * sh.c + c] += gz;
-            acc[(2 * idx + 1) * sh.c + c] += gz * xi;
+          });
+        });
+      });
+    });
+    return;
+  }
+  // Channels innermost: each sample accumulates its (2K, C) sums over its positions.
+  with_flag(gx != nullptr, [&](auto has_gx) {
+    with_flag(sh.ca == 1, [&](auto shared) {
+      at::parallel_for(0, sh.n, grain(sh.s * sh.c), [&](int64_t begin, int64_t end) {
+        std::vector<T> acc(2 * K * sh.c);
+        for (int64_t n = begin; n < end; ++n) {
+          std::fill(acc.begin(), acc.end(), T(0));
+          for (int64_t s = 0; s < sh.s; ++s) {
+            const int64_t r = n * sh.s + s;
+            const T zsum = backward_row<T, K, decltype(has_gx)::value, decltype(shared)::value>(
+                x + r * sh.c, g + r * sh.c, scale ? scale[r] : T(1), a + coef(sh, 0, n, 0), b + coef(sh, 0, n, 0),
+                sh.na * sh.ca, gx ? gx + r * sh.c : nullptr, acc.data(), sh.c);
+            if (gsc) gsc[r] = zsum;
+          }
+          for (int j = 0; j < 2 * K; ++j) {
+            std::copy(acc.begin() + j * sh.c, acc.begin() + (j + 1) * sh.c, sums + j * plane_count + n * sh.c);
           }
         }
-        if (gsc) gsc[r] = zsum;
-      }
-      for (int64_t j = 0; j < 2 * sh.k; ++j) {
-        std::copy(acc.begin() + j * sh.c, acc.begin() + (j + 1) * sh.c, sums + j * plane_count + n * sh.c);
-      }
-    }
+      });
+    });
   });
 }
 
@@ -367,17 +376,18 @@ std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad, const at::Te
   check_out(grad, x, "the gradient");
   const bool need_x = grad_x.numel() > 0;
   if (need_x) check_out(grad_x, x, "grad_x");
-  const at::Tensor& gx = grad_x;
   // The sums are always computed (they come with the pass); returned only when asked for.
   at::Tensor sums = at::empty({2 * sh.k, sh.n, sh.c}, x.options());
   at::Tensor gsc = need_scale ? at::zeros({sh.n, sh.s}, x.options()) : at::empty({0}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dyrelu_native_backward", [&] {
     const scalar_t* sp = scale.has_value() ? scale->const_data_ptr<scalar_t>() : nullptr;
-    scalar_t* gxp = need_x ? gx.mutable_data_ptr<scalar_t>() : nullptr;
+    scalar_t* gxp = need_x ? grad_x.mutable_data_ptr<scalar_t>() : nullptr;
     scalar_t* gsp = need_scale ? gsc.mutable_data_ptr<scalar_t>() : nullptr;
-    auto run = rows ? backward_rows<scalar_t> : backward_planes<scalar_t>;
-    run(grad.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), a.const_data_ptr<scalar_t>(),
-        b.const_data_ptr<scalar_t>(), sp, gxp, sums.mutable_data_ptr<scalar_t>(), gsp, sh);
+    with_pieces(sh.k, [&](auto pieces) {
+      backward_kernel<scalar_t, decltype(pieces)::value>(
+          grad.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), a.const_data_ptr<scalar_t>(),
+          b.const_data_ptr<scalar_t>(), sp, gxp, sums.mutable_data_ptr<scalar_t>(), gsp, sh, rows);
+    });
   });
   if (!need_coef) sums = at::empty({0}, x.options());
   return {sums, gsc};
