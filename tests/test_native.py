@@ -35,7 +35,7 @@ _LAYOUTS = {
 
 @requires_native
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("k", [1, 2, 3])
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
 @pytest.mark.parametrize("layout", sorted(_LAYOUTS))
 def test_native_matches_aten(monkeypatch, dtype, k, layout):
     for shared_channels, shared_samples, with_scale in itertools.product([False, True], repeat=3):
@@ -119,6 +119,14 @@ def test_failed_build_warns_once_and_falls_back(monkeypatch):
         warnings.simplefilter("error")
         piecewise_max(x, a, torch.zeros_like(a))  # no second warning, no second attempt
     torch.testing.assert_close(y, torch.maximum(x * a[..., :1], x * a[..., 1:]))
+
+
+@requires_native
+def test_more_pieces_than_the_kernels_take_use_aten(monkeypatch):
+    monkeypatch.setenv("DYRELU_NATIVE", "1")
+    x, a = torch.randn(2, 3, 4), torch.randn(2, 3, 5)
+    assert native.forward(x, a, a, None) is None
+    torch.testing.assert_close(piecewise_max(x, a, a), (x.unsqueeze(-1) * a.unsqueeze(2) + a.unsqueeze(2)).amax(-1))
 
 
 def test_disabled_by_environment(monkeypatch):
