@@ -133,3 +133,30 @@ def test_disabled_by_environment(monkeypatch):
     monkeypatch.setenv("DYRELU_NATIVE", "0")
     assert native.native_ops() is None
     assert native.forward(torch.randn(2, 3, 4), torch.randn(2, 3, 2), torch.randn(2, 3, 2), None) is None
+
+
+def test_first_build_is_announced_and_a_cached_one_is_not(monkeypatch, tmp_path, caplog):
+    import contextlib
+    import logging
+
+    loads = []
+
+    class FakeExtension:
+        @staticmethod
+        def _get_build_directory(name, verbose):
+            return str(tmp_path)
+
+        @staticmethod
+        def load(**kwargs):
+            loads.append(kwargs)
+
+    monkeypatch.setattr(native, "_build_environment", lambda: contextlib.nullcontext(FakeExtension))
+    with caplog.at_level(logging.WARNING, logger="dyrelu"):
+        native._build()
+    assert "building the native CPU kernels" in caplog.text and len(loads) == 1
+    assert loads[0]["is_python_module"] is False and loads[0]["sources"][0].endswith("piecewise_max.cpp")
+    caplog.clear()
+    (tmp_path / f"{loads[0]['name']}.so").touch()
+    with caplog.at_level(logging.WARNING, logger="dyrelu"):
+        native._build()
+    assert caplog.text == "" and len(loads) == 2

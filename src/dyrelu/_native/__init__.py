@@ -18,6 +18,7 @@ import platform
 import shutil
 import sysconfig
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -70,10 +71,24 @@ def _build_environment():
         os.environ["PATH"] = path
 
 
+def _is_built(cpp_extension: Any, name: str) -> bool:
+    """Whether a build of ``name`` is on disk already (then loading takes a second, not a minute)."""
+    try:
+        folder = Path(cpp_extension._get_build_directory(name, False))
+    except Exception:  # a private helper of torch's: if it changes, just announce every load
+        return False
+    return (folder / f"{name}.so").exists()
+
+
 def _build() -> Any:
     name = f"dyrelu_native_{_cpu_signature()}"
-    _log.info("dyrelu: building the native CPU kernels (once per machine, about a minute)")
     with _build_environment() as cpp_extension:
+        # Visible by default (logging's last-resort handler prints warnings): a silent minute on the first
+        # forward pass would look like a hang.
+        announce = not _is_built(cpp_extension, name)
+        if announce:
+            _log.warning("dyrelu: building the native CPU kernels for this machine (once; about a minute)...")
+        start = time.perf_counter()
         cpp_extension.load(
             name=name,
             sources=[str(_SOURCE)],
@@ -81,6 +96,8 @@ def _build() -> Any:
             is_python_module=False,
             verbose=False,
         )
+        if announce:
+            _log.warning("dyrelu: native CPU kernels built in %.0f s", time.perf_counter() - start)
     return torch.ops.dyrelu_native
 
 
