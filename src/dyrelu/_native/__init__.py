@@ -38,8 +38,12 @@ def native_enabled() -> bool:
     return os.environ.get("DYRELU_NATIVE", "1").strip() not in ("0", "false", "no", "off")
 
 
-def _cpu_signature() -> str:
-    """A short hash of what the build depends on besides its source: torch, the CPU's instruction sets."""
+def _build_signature() -> str:
+    """A short hash of what the build depends on: the source, torch, the CPU's instruction sets.
+
+    Part of the extension's name, so that each combination has its own build folder and a build on disk
+    is known to be current.
+    """
     flags = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -48,7 +52,7 @@ def _cpu_signature() -> str:
                 break
     except OSError:
         pass
-    text = f"{torch.__version__}|{platform.machine()}|{flags}"
+    text = f"{_SOURCE.read_text()}|{torch.__version__}|{platform.machine()}|{flags}"
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
@@ -81,7 +85,7 @@ def _is_built(cpp_extension: Any, name: str) -> bool:
 
 
 def _build() -> Any:
-    name = f"dyrelu_native_{_cpu_signature()}"
+    name = f"dyrelu_native_{_build_signature()}"
     with _build_environment() as cpp_extension:
         # Visible by default (logging's last-resort handler prints warnings): a silent minute on the first
         # forward pass would look like a hang.
