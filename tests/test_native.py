@@ -22,7 +22,7 @@ def _grads(monkeypatch, use_native, x, a, b, scale):
     monkeypatch.setenv("DYRELU_NATIVE", "1" if use_native else "0")
     leaves = [t.detach().clone().requires_grad_() for t in (x, a, b) + ((scale,) if scale is not None else ())]
     y = piecewise_max(*leaves[:3], leaves[3] if scale is not None else None)
-    g = torch.randn(y.shape, dtype=y.dtype, generator=torch.Generator().manual_seed(1))
+    g = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(y.dtype)
     return y, torch.autograd.grad(y, leaves, g)
 
 
@@ -126,6 +126,7 @@ def test_more_pieces_than_the_kernels_take_use_aten(monkeypatch):
     monkeypatch.setenv("DYRELU_NATIVE", "1")
     x, a = torch.randn(2, 3, 4), torch.randn(2, 3, 5)
     assert native.forward(x, a, a, None) is None
+    assert native.forward(x.half(), a[..., :2].half(), a[..., :2].half(), None) is None  # float16: ATen too
     torch.testing.assert_close(piecewise_max(x, a, a), (x.unsqueeze(-1) * a.unsqueeze(2) + a.unsqueeze(2)).amax(-1))
 
 
@@ -160,3 +161,20 @@ def test_first_build_is_announced_and_a_cached_one_is_not(monkeypatch, tmp_path,
     with caplog.at_level(logging.WARNING, logger="dyrelu"):
         native._build()
     assert caplog.text == "" and len(loads) == 2
+
+
+@requires_native
+@pytest.mark.parametrize("layout", sorted(_LAYOUTS))
+def test_native_bfloat16_computes_in_float(monkeypatch, layout):
+    dtype = torch.bfloat16
+    x = _LAYOUTS[layout](torch.randn(4, 6, 5, 7).to(dtype))
+    a = torch.randn(4, 6, 3).to(dtype)
+    b = torch.randn_like(a)
+    scale = torch.rand(4, 1, *x.shape[2:]).to(dtype)
+    y, grads = _grads(monkeypatch, True, x, a, b, scale)
+    assert y.dtype == dtype and y.stride() == x.stride() and all(g.dtype == dtype for g in grads)
+    # the float64 computation on the same (rounded) values; the kernels round only their outputs
+    y64, grads64 = _grads(monkeypatch, False, x.double(), a.double(), b.double(), scale.double())
+    torch.testing.assert_close(y.double(), y64, **tol(dtype))
+    for got, want in zip(grads, grads64, strict=True):
+        torch.testing.assert_close(got.double(), want, atol=0.1, rtol=2e-2)

@@ -223,7 +223,7 @@ def _backward_eager(grad: Tensor, x: Tensor, a: Tensor, b: Tensor, scale: Tensor
 
     Per block of samples (see ``_BLOCK_ELEMENTS``), the masked gradients ``hs`` and the products live in
     block-sized scratch buffers; the only full-size allocation is the input gradient. Where the fused
-    native kernel applies (:mod:`dyrelu._native`: CPU, float32/float64) it does all of this in one pass.
+    native kernel applies (:mod:`dyrelu._native`: CPU; float32, float64, bfloat16) it does all of this in one pass.
     """
     native = _native.backward(grad, x, a, b, scale, needs)
     if native is not None:

@@ -129,7 +129,7 @@ def native_ops() -> Any:
 
 # -- the glue between dyrelu.functional's tensors and the kernels' 3-d layouts ------------------------
 
-_DTYPES = (torch.float32, torch.float64)
+_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 _MAX_PIECES = 4
 
 
@@ -165,8 +165,14 @@ def _usable(x: torch.Tensor, a: torch.Tensor) -> Any:
     return native_ops()
 
 
-def _coefficients(a: torch.Tensor) -> torch.Tensor:
-    return a.movedim(-1, 0).contiguous()  # (N or 1, C or 1, K) -> (K, N or 1, C or 1)
+def _opmath(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the kernels compute in: float32 for 16-bit tensors."""
+    return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
+
+
+def _coefficients(a: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``(N or 1, C or 1, K)`` as the kernels' contiguous ``(K, N or 1, C or 1)`` in ``dtype``."""
+    return a.movedim(-1, 0).to(dtype).contiguous()
 
 
 def _scale(scale: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
@@ -180,7 +186,10 @@ def forward(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scale: torch.Tens
     if rows is None:
         return None
     y = _like(x, rows)
-    ops.forward(_view3(x, rows), _coefficients(a), _coefficients(b), _scale(scale, x), rows, _view3(y, rows))
+    dtype = _opmath(x.dtype)
+    ops.forward(
+        _view3(x, rows), _coefficients(a, dtype), _coefficients(b, dtype), _scale(scale, x), rows, _view3(y, rows)
+    )
     return y
 
 
@@ -210,8 +219,8 @@ def backward(
     sums, gsc = ops.backward(
         grad3,
         x3,
-        _coefficients(a),
-        _coefficients(b),
+        _coefficients(a, _opmath(x.dtype)),
+        _coefficients(b, _opmath(x.dtype)),
         _scale(scale, x),
         rows,
         need_coef,
@@ -221,5 +230,5 @@ def backward(
     sum_g = sum_gx = None
     if need_coef:
         sum_g, sum_gx = sums[0::2].movedim(0, -1), sums[1::2].movedim(0, -1)
-    grad_scale = gsc.view(scale.shape) if need_scale else None
+    grad_scale = gsc.view(scale.shape).to(x.dtype) if need_scale else None
     return grad_x, sum_g, sum_gx, grad_scale

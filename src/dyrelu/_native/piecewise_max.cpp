@@ -6,23 +6,26 @@
 //
 // Layouts (chosen by the caller): "planes" is x viewed as (N, C, S) contiguous (channels-first),
 // "rows" is x viewed as (N, S, C) contiguous (channels-last, tokens, (N, C) input).
-// Coefficients come as contiguous (K, Na, Ca) with Na in {1, N} and Ca in {1, C}; the optional
-// scale as contiguous (N, S). Ties go to the later piece (the ReLU configuration has gradient 0 at
+// Coefficients come as contiguous (K, Na, Ca) with Na in {1, N} and Ca in {1, C}, in the computation
+// dtype (the input's; float32 for bfloat16/float16 input); the optional scale as contiguous (N, S). Ties go to the later piece (the ReLU configuration has gradient 0 at
 // x == 0, as torch.relu); where a comparison is NaN the earlier piece keeps the gradient, and the
 // forward propagates NaN like torch.maximum.
 
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
+#include <c10/util/BFloat16.h>
 #include <c10/util/Exception.h>
 #include <c10/util/Optional.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -43,8 +46,9 @@ Shape check(const at::Tensor& x, const at::Tensor& a, const at::Tensor& b, const
   TORCH_CHECK(a.dim() == 3 && a.is_contiguous() && b.sizes() == a.sizes() && b.is_contiguous(),
               "dyrelu_native: expected contiguous (K, N or 1, C or 1) coefficients, got ", a.sizes(), " and ",
               b.sizes());
-  TORCH_CHECK(a.scalar_type() == x.scalar_type() && b.scalar_type() == x.scalar_type(),
-              "dyrelu_native: coefficients must have the input's dtype");
+  const auto opmath = at::toOpMathType(x.scalar_type());
+  TORCH_CHECK(a.scalar_type() == opmath && b.scalar_type() == opmath,
+              "dyrelu_native: coefficients must have the input's computation dtype (float32 for 16-bit input)");
   Shape sh;
   sh.n = x.size(0);
   sh.c = rows ? x.size(2) : x.size(1);
@@ -68,6 +72,36 @@ inline int64_t coef(const Shape& sh, int64_t k, int64_t n, int64_t c) {
 }
 
 inline int64_t grain(int64_t per_item) { return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, per_item)); }
+
+// ---- loads and stores ---------------------------------------------------------------------------------
+// Element type T to computation type A and back. bfloat16 converts by bit shifts (round to nearest even,
+// NaN kept), which the compiler vectorises; c10::BFloat16's own conversions it does not.
+
+template <typename T, typename A>
+inline A load(const T* p, int64_t i) {
+  return A(p[i]);
+}
+
+template <typename T, typename A>
+inline void store(T* p, int64_t i, A v) {
+  p[i] = T(v);
+}
+
+template <>
+inline float load<c10::BFloat16, float>(const c10::BFloat16* p, int64_t i) {
+  const uint32_t bits = uint32_t(reinterpret_cast<const uint16_t*>(p)[i]) << 16;
+  float v;
+  std::memcpy(&v, &bits, sizeof v);
+  return v;
+}
+
+template <>
+inline void store<c10::BFloat16, float>(c10::BFloat16* p, int64_t i, float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof v);
+  const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+  reinterpret_cast<uint16_t*>(p)[i] = uint16_t(v != v ? 0x7FC0u : rounded);
+}
 
 // ---- one element -----------------------------------------------------------------------------------
 // K is a compile-time constant, the pieces are plain scalars (no arrays: the compiler would keep them
@@ -165,44 +199,45 @@ void with_pieces(int64_t k, F&& f) {
 
 // ---- forward --------------------------------------------------------------------------------------
 
-template <typename T, int K, bool kScale>
-void forward_plane(const T* __restrict x, const T* __restrict sp, Pieces<T> p, T* __restrict y, int64_t s) {
-  const T a0 = p.a0, b0 = p.b0, a1 = p.a1, b1 = p.b1, a2 = p.a2, b2 = p.b2, a3 = p.a3, b3 = p.b3;
+// T: the tensors' dtype; A: the computation's (float for bfloat16 and float16 tensors).
+template <typename T, typename A, int K, bool kScale>
+void forward_plane(const T* __restrict x, const T* __restrict sp, Pieces<A> p, T* __restrict y, int64_t s) {
+  const A a0 = p.a0, b0 = p.b0, a1 = p.a1, b1 = p.b1, a2 = p.a2, b2 = p.b2, a3 = p.a3, b3 = p.b3;
 #pragma omp simd
   for (int64_t i = 0; i < s; ++i) {
-    const T v = max_pieces<T, K>(x[i], a0, b0, a1, b1, a2, b2, a3, b3);
-    y[i] = kScale ? v * sp[i] : v;
+    const A v = max_pieces<A, K>(load<T, A>(x, i), a0, b0, a1, b1, a2, b2, a3, b3);
+    store<T, A>(y, i, kScale ? v * load<T, A>(sp, i) : v);
   }
 }
 
 // kShared: one coefficient for all channels (DY-ReLU-A); `piece` is the distance between pieces.
-template <typename T, int K, bool kShared>
-void forward_row(const T* __restrict xr, T scale, const T* ap, const T* bp, int64_t piece, T* __restrict yr,
+template <typename T, typename A, int K, bool kShared>
+void forward_row(const T* __restrict xr, A scale, const A* ap, const A* bp, int64_t piece, T* __restrict yr,
                  int64_t channels) {
-  const T* __restrict a0 = ap;
-  const T* __restrict b0 = bp;
-  const T* __restrict a1 = ap + (K > 1 ? piece : 0);
-  const T* __restrict b1 = bp + (K > 1 ? piece : 0);
-  const T* __restrict a2 = ap + (K > 2 ? 2 * piece : 0);
-  const T* __restrict b2 = bp + (K > 2 ? 2 * piece : 0);
-  const T* __restrict a3 = ap + (K > 3 ? 3 * piece : 0);
-  const T* __restrict b3 = bp + (K > 3 ? 3 * piece : 0);
+  const A* __restrict a0 = ap;
+  const A* __restrict b0 = bp;
+  const A* __restrict a1 = ap + (K > 1 ? piece : 0);
+  const A* __restrict b1 = bp + (K > 1 ? piece : 0);
+  const A* __restrict a2 = ap + (K > 2 ? 2 * piece : 0);
+  const A* __restrict b2 = bp + (K > 2 ? 2 * piece : 0);
+  const A* __restrict a3 = ap + (K > 3 ? 3 * piece : 0);
+  const A* __restrict b3 = bp + (K > 3 ? 3 * piece : 0);
 #pragma omp simd
   for (int64_t c = 0; c < channels; ++c) {
     const int64_t j = kShared ? 0 : c;
-    yr[c] = max_pieces<T, K>(xr[c], a0[j], b0[j], a1[j], b1[j], a2[j], b2[j], a3[j], b3[j]) * scale;
+    store<T, A>(yr, c, max_pieces<A, K>(load<T, A>(xr, c), a0[j], b0[j], a1[j], b1[j], a2[j], b2[j], a3[j], b3[j]) * scale);
   }
 }
 
-template <typename T, int K>
-void forward_kernel(const T* x, const T* a, const T* b, const T* scale, T* y, const Shape& sh, bool rows) {
+template <typename T, typename A, int K>
+void forward_kernel(const T* x, const A* a, const A* b, const T* scale, T* y, const Shape& sh, bool rows) {
   if (!rows) {
     with_flag(scale != nullptr, [&](auto has_scale) {
       at::parallel_for(0, sh.n * sh.c, grain(sh.s), [&](int64_t begin, int64_t end) {
         for (int64_t p = begin; p < end; ++p) {
           const int64_t n = p / sh.c, c = p % sh.c;
-          const Pieces<T> pieces = load_pieces<T, K>(a, b, sh.na * sh.ca, coef(sh, 0, n, c));
-          forward_plane<T, K, decltype(has_scale)::value>(x + p * sh.s, scale ? scale + n * sh.s : nullptr, pieces,
+          const Pieces<A> pieces = load_pieces<A, K>(a, b, sh.na * sh.ca, coef(sh, 0, n, c));
+          forward_plane<T, A, K, decltype(has_scale)::value>(x + p * sh.s, scale ? scale + n * sh.s : nullptr, pieces,
                                                           y + p * sh.s, sh.s);
         }
       });
@@ -213,7 +248,7 @@ void forward_kernel(const T* x, const T* a, const T* b, const T* scale, T* y, co
     at::parallel_for(0, sh.n * sh.s, grain(sh.c), [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
         const int64_t n = r / sh.s;
-        forward_row<T, K, decltype(shared)::value>(x + r * sh.c, scale ? scale[r] : T(1), a + coef(sh, 0, n, 0),
+        forward_row<T, A, K, decltype(shared)::value>(x + r * sh.c, scale ? load<T, A>(scale, r) : A(1), a + coef(sh, 0, n, 0),
                                                    b + coef(sh, 0, n, 0), sh.na * sh.ca, y + r * sh.c, sh.c);
       }
     });
@@ -231,12 +266,13 @@ void forward(const at::Tensor& x, const at::Tensor& a, const at::Tensor& b, cons
              bool rows, const at::Tensor& out) {
   const Shape sh = check(x, a, b, scale, rows);
   check_out(out, x, "out");
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dyrelu_native_forward", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "dyrelu_native_forward", [&] {
+    using opmath_t = at::opmath_type<scalar_t>;
     const scalar_t* sp = scale.has_value() ? scale->const_data_ptr<scalar_t>() : nullptr;
     with_pieces(sh.k, [&](auto pieces) {
-      forward_kernel<scalar_t, decltype(pieces)::value>(x.const_data_ptr<scalar_t>(), a.const_data_ptr<scalar_t>(),
-                                                        b.const_data_ptr<scalar_t>(), sp,
-                                                        out.mutable_data_ptr<scalar_t>(), sh, rows);
+      forward_kernel<scalar_t, opmath_t, decltype(pieces)::value>(
+          x.const_data_ptr<scalar_t>(), a.const_data_ptr<opmath_t>(), b.const_data_ptr<opmath_t>(), sp,
+          out.mutable_data_ptr<scalar_t>(), sh, rows);
     });
   });
 }
@@ -249,62 +285,62 @@ void forward(const at::Tensor& x, const at::Tensor& a, const at::Tensor& b, cons
 // sums is (2K, N, C): the caller reduces it to the coefficients' shape.
 
 // One plane: the sums of pieces 1.. are accumulated, piece 0 gets the total minus those.
-template <typename T, int K, bool kScale, bool kGx, bool kGsc>
+template <typename T, typename A, int K, bool kScale, bool kGx, bool kGsc>
 void backward_plane(const T* __restrict g, const T* __restrict x, const T* __restrict sp, T* __restrict gx,
-                    T* __restrict gsc, Pieces<T> p, int64_t s, T* sums) {
-  const T a0 = p.a0, b0 = p.b0, a1 = p.a1, b1 = p.b1, a2 = p.a2, b2 = p.b2, a3 = p.a3, b3 = p.b3;
-  T gall = 0, gxall = 0, g1 = 0, g2 = 0, g3 = 0, gx1 = 0, gx2 = 0, gx3 = 0;
+                    A* __restrict gsc, Pieces<A> p, int64_t s, A* sums) {
+  const A a0 = p.a0, b0 = p.b0, a1 = p.a1, b1 = p.b1, a2 = p.a2, b2 = p.b2, a3 = p.a3, b3 = p.b3;
+  A gall = 0, gxall = 0, g1 = 0, g2 = 0, g3 = 0, gx1 = 0, gx2 = 0, gx3 = 0;
 #pragma omp simd reduction(+ : gall, gxall, g1, g2, g3, gx1, gx2, gx3)
   for (int64_t i = 0; i < s; ++i) {
-    const T xi = x[i];
-    T z, slope, m1, m2, m3;
-    active_piece<T, K>(xi, a0, b0, a1, b1, a2, b2, a3, b3, z, slope, m1, m2, m3);
-    const T gz = kScale ? g[i] * sp[i] : g[i];
-    if constexpr (kGx) gx[i] = gz * slope;
-    if constexpr (kGsc) gsc[i] += g[i] * z;
+    const A xi = load<T, A>(x, i), gi = load<T, A>(g, i);
+    A z, slope, m1, m2, m3;
+    active_piece<A, K>(xi, a0, b0, a1, b1, a2, b2, a3, b3, z, slope, m1, m2, m3);
+    const A gz = kScale ? gi * load<T, A>(sp, i) : gi;
+    if constexpr (kGx) store<T, A>(gx, i, gz * slope);
+    if constexpr (kGsc) gsc[i] += gi * z;
     gall += gz;
     gxall += gz * xi;
     if constexpr (K > 1) g1 += m1 * gz, gx1 += m1 * gz * xi;
     if constexpr (K > 2) g2 += m2 * gz, gx2 += m2 * gz * xi;
     if constexpr (K > 3) g3 += m3 * gz, gx3 += m3 * gz * xi;
   }
-  const T pg[4] = {gall - (g1 + g2 + g3), g1, g2, g3};
-  const T pgx[4] = {gxall - (gx1 + gx2 + gx3), gx1, gx2, gx3};
+  const A pg[4] = {gall - (g1 + g2 + g3), g1, g2, g3};
+  const A pgx[4] = {gxall - (gx1 + gx2 + gx3), gx1, gx2, gx3};
   for (int k = 0; k < K; ++k) sums[2 * k] = pg[k], sums[2 * k + 1] = pgx[k];
 }
 
 // One row of channels: adds to the per-channel sums acc (2K rows of C) and returns the row's sum of
 // grad * z (the scale gradient of this position).
-template <typename T, int K, bool kGx, bool kShared>
-T backward_row(const T* __restrict xr, const T* __restrict gr, T scale, const T* ap, const T* bp, int64_t piece,
-               T* __restrict gxr, T* __restrict acc, int64_t channels) {
-  const T* __restrict a0 = ap;
-  const T* __restrict b0 = bp;
-  const T* __restrict a1 = ap + (K > 1 ? piece : 0);
-  const T* __restrict b1 = bp + (K > 1 ? piece : 0);
-  const T* __restrict a2 = ap + (K > 2 ? 2 * piece : 0);
-  const T* __restrict b2 = bp + (K > 2 ? 2 * piece : 0);
-  const T* __restrict a3 = ap + (K > 3 ? 3 * piece : 0);
-  const T* __restrict b3 = bp + (K > 3 ? 3 * piece : 0);
-  T* __restrict s0 = acc;
-  T* __restrict t0 = acc + channels;
-  T* __restrict s1 = acc + (K > 1 ? 2 * channels : 0);
-  T* __restrict t1 = acc + (K > 1 ? 3 * channels : 0);
-  T* __restrict s2 = acc + (K > 2 ? 4 * channels : 0);
-  T* __restrict t2 = acc + (K > 2 ? 5 * channels : 0);
-  T* __restrict s3 = acc + (K > 3 ? 6 * channels : 0);
-  T* __restrict t3 = acc + (K > 3 ? 7 * channels : 0);
-  T zsum = 0;
+template <typename T, typename A, int K, bool kGx, bool kShared>
+A backward_row(const T* __restrict xr, const T* __restrict gr, A scale, const A* ap, const A* bp, int64_t piece,
+               T* __restrict gxr, A* __restrict acc, int64_t channels) {
+  const A* __restrict a0 = ap;
+  const A* __restrict b0 = bp;
+  const A* __restrict a1 = ap + (K > 1 ? piece : 0);
+  const A* __restrict b1 = bp + (K > 1 ? piece : 0);
+  const A* __restrict a2 = ap + (K > 2 ? 2 * piece : 0);
+  const A* __restrict b2 = bp + (K > 2 ? 2 * piece : 0);
+  const A* __restrict a3 = ap + (K > 3 ? 3 * piece : 0);
+  const A* __restrict b3 = bp + (K > 3 ? 3 * piece : 0);
+  A* __restrict s0 = acc;
+  A* __restrict t0 = acc + channels;
+  A* __restrict s1 = acc + (K > 1 ? 2 * channels : 0);
+  A* __restrict t1 = acc + (K > 1 ? 3 * channels : 0);
+  A* __restrict s2 = acc + (K > 2 ? 4 * channels : 0);
+  A* __restrict t2 = acc + (K > 2 ? 5 * channels : 0);
+  A* __restrict s3 = acc + (K > 3 ? 6 * channels : 0);
+  A* __restrict t3 = acc + (K > 3 ? 7 * channels : 0);
+  A zsum = 0;
 #pragma omp simd reduction(+ : zsum)
   for (int64_t c = 0; c < channels; ++c) {
     const int64_t j = kShared ? 0 : c;
-    const T xi = xr[c];
-    T z, slope, m1, m2, m3;
-    active_piece<T, K>(xi, a0[j], b0[j], a1[j], b1[j], a2[j], b2[j], a3[j], b3[j], z, slope, m1, m2, m3);
-    const T gz = gr[c] * scale;
-    if constexpr (kGx) gxr[c] = gz * slope;
-    zsum += gr[c] * z;
-    const T m0 = T(1) - m1 - m2 - m3;
+    const A xi = load<T, A>(xr, c), gi = load<T, A>(gr, c);
+    A z, slope, m1, m2, m3;
+    active_piece<A, K>(xi, a0[j], b0[j], a1[j], b1[j], a2[j], b2[j], a3[j], b3[j], z, slope, m1, m2, m3);
+    const A gz = gi * scale;
+    if constexpr (kGx) store<T, A>(gxr, c, gz * slope);
+    zsum += gi * z;
+    const A m0 = A(1) - m1 - m2 - m3;
     s0[c] += m0 * gz;
     t0[c] += m0 * gz * xi;
     if constexpr (K > 1) s1[c] += m1 * gz, t1[c] += m1 * gz * xi;
@@ -314,8 +350,8 @@ T backward_row(const T* __restrict xr, const T* __restrict gr, T scale, const T*
   return zsum;
 }
 
-template <typename T, int K>
-void backward_kernel(const T* g, const T* x, const T* a, const T* b, const T* scale, T* gx, T* sums, T* gsc,
+template <typename T, typename A, int K>
+void backward_kernel(const T* g, const T* x, const A* a, const A* b, const T* scale, T* gx, A* sums, A* gsc,
                      const Shape& sh, bool rows) {
   const int64_t plane_count = sh.n * sh.c;
   if (!rows) {
@@ -326,13 +362,13 @@ void backward_kernel(const T* g, const T* x, const T* a, const T* b, const T* sc
       with_flag(gx != nullptr, [&](auto has_gx) {
         with_flag(gsc != nullptr, [&](auto has_gsc) {
           at::parallel_for(0, items, grain(per_item), [&](int64_t begin, int64_t end) {
-            T local[2 * K];
+            A local[2 * K];
             for (int64_t item = begin; item < end; ++item) {
               const int64_t first = gsc ? item * sh.c : item, last = gsc ? first + sh.c : first + 1;
               for (int64_t p = first; p < last; ++p) {
                 const int64_t n = p / sh.c, c = p % sh.c;
-                const Pieces<T> pieces = load_pieces<T, K>(a, b, sh.na * sh.ca, coef(sh, 0, n, c));
-                backward_plane<T, K, decltype(has_scale)::value, decltype(has_gx)::value, decltype(has_gsc)::value>(
+                const Pieces<A> pieces = load_pieces<A, K>(a, b, sh.na * sh.ca, coef(sh, 0, n, c));
+                backward_plane<T, A, K, decltype(has_scale)::value, decltype(has_gx)::value, decltype(has_gsc)::value>(
                     g + p * sh.s, x + p * sh.s, scale ? scale + n * sh.s : nullptr, gx ? gx + p * sh.s : nullptr,
                     gsc ? gsc + n * sh.s : nullptr, pieces, sh.s, local);
                 for (int j = 0; j < 2 * K; ++j) sums[j * plane_count + p] = local[j];
@@ -348,13 +384,13 @@ void backward_kernel(const T* g, const T* x, const T* a, const T* b, const T* sc
   with_flag(gx != nullptr, [&](auto has_gx) {
     with_flag(sh.ca == 1, [&](auto shared) {
       at::parallel_for(0, sh.n, grain(sh.s * sh.c), [&](int64_t begin, int64_t end) {
-        std::vector<T> acc(2 * K * sh.c);
+        std::vector<A> acc(2 * K * sh.c);
         for (int64_t n = begin; n < end; ++n) {
-          std::fill(acc.begin(), acc.end(), T(0));
+          std::fill(acc.begin(), acc.end(), A(0));
           for (int64_t s = 0; s < sh.s; ++s) {
             const int64_t r = n * sh.s + s;
-            const T zsum = backward_row<T, K, decltype(has_gx)::value, decltype(shared)::value>(
-                x + r * sh.c, g + r * sh.c, scale ? scale[r] : T(1), a + coef(sh, 0, n, 0), b + coef(sh, 0, n, 0),
+            const A zsum = backward_row<T, A, K, decltype(has_gx)::value, decltype(shared)::value>(
+                x + r * sh.c, g + r * sh.c, scale ? load<T, A>(scale, r) : A(1), a + coef(sh, 0, n, 0), b + coef(sh, 0, n, 0),
                 sh.na * sh.ca, gx ? gx + r * sh.c : nullptr, acc.data(), sh.c);
             if (gsc) gsc[r] = zsum;
           }
@@ -377,19 +413,22 @@ std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad, const at::Te
   const bool need_x = grad_x.numel() > 0;
   if (need_x) check_out(grad_x, x, "grad_x");
   // The sums are always computed (they come with the pass); returned only when asked for.
-  at::Tensor sums = at::empty({2 * sh.k, sh.n, sh.c}, x.options());
-  at::Tensor gsc = need_scale ? at::zeros({sh.n, sh.s}, x.options()) : at::empty({0}, x.options());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dyrelu_native_backward", [&] {
+  // Sums and the scale gradient in the computation dtype (float for 16-bit input).
+  const auto acc_options = x.options().dtype(at::toOpMathType(x.scalar_type()));
+  at::Tensor sums = at::empty({2 * sh.k, sh.n, sh.c}, acc_options);
+  at::Tensor gsc = need_scale ? at::zeros({sh.n, sh.s}, acc_options) : at::empty({0}, acc_options);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "dyrelu_native_backward", [&] {
+    using opmath_t = at::opmath_type<scalar_t>;
     const scalar_t* sp = scale.has_value() ? scale->const_data_ptr<scalar_t>() : nullptr;
     scalar_t* gxp = need_x ? grad_x.mutable_data_ptr<scalar_t>() : nullptr;
-    scalar_t* gsp = need_scale ? gsc.mutable_data_ptr<scalar_t>() : nullptr;
+    opmath_t* gsp = need_scale ? gsc.mutable_data_ptr<opmath_t>() : nullptr;
     with_pieces(sh.k, [&](auto pieces) {
-      backward_kernel<scalar_t, decltype(pieces)::value>(
-          grad.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), a.const_data_ptr<scalar_t>(),
-          b.const_data_ptr<scalar_t>(), sp, gxp, sums.mutable_data_ptr<scalar_t>(), gsp, sh, rows);
+      backward_kernel<scalar_t, opmath_t, decltype(pieces)::value>(
+          grad.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), a.const_data_ptr<opmath_t>(),
+          b.const_data_ptr<opmath_t>(), sp, gxp, sums.mutable_data_ptr<opmath_t>(), gsp, sh, rows);
     });
   });
-  if (!need_coef) sums = at::empty({0}, x.options());
+  if (!need_coef) sums = at::empty({0}, acc_options);
   return {sums, gsc};
 }
 
