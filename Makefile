@@ -49,10 +49,10 @@ demo: $(VENV)/.installed data
 reproduce: $(VENV)/.installed data
 	$(BIN)/dyrelu compare --jobs 2 --data-dir $(FMNIST_DIR)
 	$(BIN)/dyrelu keypoints grid --jobs 2
-	$(BIN)/dyrelu report
+	$(BIN)/dyrelu report --readme README.md
 
 report: $(VENV)/.installed
-	$(BIN)/dyrelu report
+	$(BIN)/dyrelu report --readme README.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -191,3 +191,42 @@ def test_aprelu_verdict(tmp_path, aprelu, expected):
     (line,) = [line for line in text.splitlines() if line.startswith("| C7 |")]
     assert expected in line
     assert "DY-ReLU-B − APReLU" in text
+
+
+def test_report_cli_fills_the_readme_summary(tmp_path, capsys):
+    results = tmp_path / "grid.csv"
+    _write(results, _c2_rows(a=91.0, b=92.0, c=92.05))
+    readme = tmp_path / "README.md"
+    readme.write_text("# Title\n\n<!-- reproduction-summary -->\nold\n<!-- /reproduction-summary -->\n\nafter\n")
+    argv = ["report", "--results", str(results), "--keypoint-results", str(tmp_path / "none.csv")]
+    argv += ["--out", str(tmp_path / "R.md"), "--readme", str(readme)]
+    assert main(argv) == 0
+    text = readme.read_text()
+    assert "\nold\n" not in text and text.startswith("# Title") and text.endswith("after\n")
+    assert "| claim | paper | verdict at our scale |" in text and "| C2 |" in text
+    assert main([*argv, "--check"]) == 0
+    readme.write_text(text.replace("| C2 |", "| C9 |"))
+    assert main([*argv, "--check"]) == 1
+    plain = tmp_path / "plain.md"
+    plain.write_text("no markers\n")
+    assert main([*argv[:-1], str(plain)]) == 2  # a README without the markers is an error, not skipped
+    assert "expected the markers" in capsys.readouterr().err
+
+
+def test_readme_summary_adds_the_keypoint_questions():
+    from dyrelu.report import readme_summary
+
+    report = "## Verdicts\n\n| claim | paper | verdict |\n|---|---|---|\n| C1 | x | holds |\n\n## K1\n\n"
+    report += "**Does DY-ReLU-C in the head beat ReLU? not run yet.**\n"
+    assert readme_summary(report).splitlines()[-1] == "| K1 | Does DY-ReLU-C in the head beat ReLU? | not run yet |"
+
+
+def test_committed_report_and_readme_match_the_committed_results():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "results" / "grid.csv").exists():
+        pytest.skip("no results in this checkout")
+    argv = ["report", "--results", str(root / "results" / "grid.csv"), "--out", str(root / "REPRODUCTION.md")]
+    argv += ["--keypoint-results", str(root / "results" / "keypoints.csv"), "--readme", str(root / "README.md")]
+    assert main([*argv, "--check"]) == 0, "run `make report` after adding results"

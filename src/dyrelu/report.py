@@ -20,7 +20,15 @@ from dataclasses import dataclass
 
 from dyrelu.experiments import CLAIMS, DEFAULT_CLAIMS, Claim, Config
 
-__all__ = ["MIN_SEEDS", "Stat", "make_report", "summarise"]
+__all__ = [
+    "MIN_SEEDS",
+    "README_MARKERS",
+    "Stat",
+    "make_report",
+    "readme_summary",
+    "replace_readme_summary",
+    "summarise",
+]
 
 
 @dataclass(frozen=True)
@@ -370,3 +378,37 @@ def make_report(
         "",
     ]
     return "\n".join(lines)
+
+
+#: The README block that :func:`replace_readme_summary` fills.
+README_MARKERS = ("<!-- reproduction-summary -->", "<!-- /reproduction-summary -->")
+
+
+def readme_summary(report: str) -> str:
+    """The verdicts of a generated report (:func:`make_report`, optionally with the keypoint section) as
+    one markdown table for the README: the claims' verdict table, then one row per keypoint question."""
+    lines = report.splitlines()
+    start = lines.index("## Verdicts") + 2
+    table = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        table.append(line)
+    for line in lines:
+        if line.startswith(("**Does ", "**Do ")) and "? " in line:
+            question, verdict = line.strip("*").rstrip(".").split("? ", 1)
+            table.append(f"| K1 | {question}? | {verdict} |")
+    return "\n".join(table)
+
+
+def replace_readme_summary(readme: str, summary: str) -> str:
+    """``readme`` with the text between :data:`README_MARKERS` replaced by ``summary``.
+
+    Raises ``ValueError`` when the markers are missing.
+    """
+    begin, end = README_MARKERS
+    if begin not in readme or end not in readme:
+        raise ValueError(f"expected the markers {begin} and {end} in the README")
+    head, rest = readme.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{summary.strip()}\n{end}{tail}"

@@ -24,7 +24,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="the keypoint grid's CSV, appended as section K1 when it exists (default results/keypoints.csv)",
     )
     parser.add_argument("--out", default="REPRODUCTION.md", help="the report to write (default REPRODUCTION.md)")
-    parser.add_argument("--check", action="store_true", help="do not write; exit 1 if --out differs from the report")
+    parser.add_argument(
+        "--readme",
+        default=None,
+        help="also put the verdict table between this README's reproduction-summary markers (make report passes "
+        "README.md)",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="do not write; exit 1 if --out (or the README's table) is out of date"
+    )
     return parser
 
 
@@ -47,13 +55,23 @@ def run(args: argparse.Namespace) -> int:
             text = text.rstrip("\n") + "\n\n" + keypoint_report(keypoint_rows).rstrip("\n") + "\n"
         except (KeyError, ValueError) as err:
             raise CLIError(f"{args.keypoint_results} is not a results file of dyrelu keypoints grid: {err}") from err
-    out = Path(args.out)
+    targets = {Path(args.out): text}
+    readme = Path(args.readme) if args.readme else None
+    if readme is not None:
+        from dyrelu.report import readme_summary, replace_readme_summary
+
+        try:
+            targets[readme] = replace_readme_summary(readme.read_text(), readme_summary(text))
+        except (OSError, ValueError) as err:
+            raise CLIError(f"cannot update {readme}: {err}") from err
     if args.check:
-        same = out.exists() and out.read_text() == text
-        print(f"{out} is {'up to date' if same else 'out of date: run dyrelu report'}")
-        return 0 if same else 1
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
-    print(f"wrote {out} from {len(rows)} runs")
+        stale = [str(path) for path, want in targets.items() if not path.exists() or path.read_text() != want]
+        for path in targets:
+            print(f"{path} is {'out of date: run dyrelu report' if str(path) in stale else 'up to date'}")
+        return 1 if stale else 0
+    for path, want in targets.items():
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(want)
+        tmp.replace(path)
+        print(f"wrote {path} from {len(rows)} runs")
     return 0
