@@ -230,3 +230,19 @@ def test_committed_report_and_readme_match_the_committed_results():
     argv = ["report", "--results", str(root / "results" / "grid.csv"), "--out", str(root / "REPRODUCTION.md")]
     argv += ["--keypoint-results", str(root / "results" / "keypoints.csv"), "--readme", str(root / "README.md")]
     assert main([*argv, "--check"]) == 0, "run `make report` after adding results"
+
+
+def test_c4_verdict_names_what_dyrelu_b_beats_and_trails(tmp_path):
+    accs = {"relu": 90.0, "lrelu": 92.0, "prelu": 95.0, "dyrelu_b": 92.0}
+    rows = [
+        _row("mobilenetv2_035", act, seed, acc + jitter)
+        for seed, jitter in enumerate((-0.1, 0.0, 0.1))
+        for act, acc in accs.items()
+    ]
+    claim = select_claims(["C4"])[0]
+    from dataclasses import replace
+
+    small = replace(claim, configs=tuple(c for c in claim.configs if c.act in accs))
+    text = make_report(_write(tmp_path / "r.csv", rows), [small])
+    (line,) = [line for line in text.splitlines() if line.startswith("| C4 |")]
+    assert "does not hold at our scale: DY-ReLU-B clearly beats relu (1 of 3) and is clearly below prelu" in line

@@ -211,7 +211,7 @@ def _verdict_c4(claim: Claim, stats) -> tuple[str, list[str]]:
     ours = _stat(stats, Config(claim.configs[0].model, "dyrelu_b"))
     if ours is None:
         return "not run yet", []
-    notes, beaten, total = [], 0, 0
+    notes, above, below, total = [], [], [], 0
     for config in claim.configs:
         if config.act == "dyrelu_b":
             continue
@@ -221,15 +221,19 @@ def _verdict_c4(claim: Claim, stats) -> tuple[str, list[str]]:
             continue
         d = ours.diff(s)
         total += 1
-        beaten += d[0] > d[1]
+        if d[0] > d[1]:
+            above.append(config.display)
+        elif d[0] < -d[1]:
+            below.append(config.display)
         notes.append(f"DY-ReLU-B − {config.display} = {_fmt_diff(*d)} pp ({_clear(*d)})")
     if total == 0:
         return "not run yet", notes
-    if beaten == total:
+    if len(above) == total:
         return "holds", notes
-    if beaten == 0:
-        return "does not hold at our scale: DY-ReLU-B clearly beats none of them", notes
-    return f"partly: DY-ReLU-B clearly beats {beaten} of {total}", notes
+    beats = f"DY-ReLU-B clearly beats {', '.join(above) if above else 'none'} ({len(above)} of {total})"
+    if below:
+        return f"does not hold at our scale: {beats} and is clearly below {', '.join(below)}", notes
+    return f"partly: {beats}; the rest are within the spread", notes
 
 
 def _verdict_c5(claim: Claim, stats) -> tuple[str, list[str]]:
