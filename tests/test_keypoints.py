@@ -323,7 +323,10 @@ def test_report_tables_and_verdicts(tmp_path):
     noisy_text = keypoint_report(read_results(noisy))
     assert "in the head? does not hold at our scale." in noisy_text and "(ReLU backbone)? not seen." in noisy_text
     partial = keypoint_report([_row("relu", "relu", 0, 0.5)])
-    assert "| ReLU | DY-ReLU-C | 0 | not run |" in partial and partial.count("not run yet") == 3
+    assert "| ReLU | DY-ReLU-C | 0 | not run |" in partial and partial.count("no verdict yet") == 3
+    # one seed of everything: large differences, but no verdicts before 3 seeds
+    one_seed = [_row(b, h, 0, 0.4 + 0.2 * (h == "dyrelu_c") - 0.2 * (h == "dyrelu_a")) for b in acts for h in acts]
+    assert keypoint_report(one_seed).count("no verdict yet: the configurations need 3 seeds each") == 3
 
 
 def test_run_keypoint_grid_runs_once_and_skips_finished_runs(tmp_path):

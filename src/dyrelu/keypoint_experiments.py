@@ -371,9 +371,20 @@ def _fmt_diff(d: float, spread: float) -> str:
     return f"{d:+.2f} ± {spread:.2f}"
 
 
+#: Seeds each configuration needs before a question gets a verdict (as in the classification report).
+MIN_SEEDS = 3
+_NOT_YET = f"no verdict yet: the configurations need {MIN_SEEDS} seeds each"
+
+
+def _ready(stats, key: tuple[str, str]) -> _Stat | None:
+    """The statistics of configuration ``key`` when it has :data:`MIN_SEEDS` runs, else None."""
+    s = stats.get(key)
+    return s if s is not None and s.n >= MIN_SEEDS else None
+
+
 def _verdict(wins: int, total: int, missing: bool, what: str) -> str:
     if missing:
-        return "not run yet"
+        return _NOT_YET
     if wins == total:
         return "holds"
     if wins == 0:
@@ -385,10 +396,10 @@ def _head_verdict(stats, acts: Sequence[str]) -> tuple[str, list[str]]:
     """C in the head against ReLU, A and B in the head, for every backbone activation."""
     notes, wins, total, missing = [], 0, 0, False
     for backbone_act in acts:
-        ours = stats.get((backbone_act, "dyrelu_c"))
+        ours = _ready(stats, (backbone_act, "dyrelu_c"))
         parts = []
         for head_act in (a for a in acts if a != "dyrelu_c"):
-            other = stats.get((backbone_act, head_act))
+            other = _ready(stats, (backbone_act, head_act))
             if ours is None or other is None:
                 missing = True
                 continue
@@ -405,10 +416,10 @@ def _backbone_verdict(stats, acts: Sequence[str]) -> tuple[str, list[str]]:
     """B and C in the backbone against ReLU in the backbone, for every head activation."""
     notes, wins, total, missing = [], 0, 0, False
     for head_act in acts:
-        base = stats.get(("relu", head_act))
+        base = _ready(stats, ("relu", head_act))
         parts = []
         for backbone_act in ("dyrelu_b", "dyrelu_c"):
-            ours = stats.get((backbone_act, head_act))
+            ours = _ready(stats, (backbone_act, head_act))
             if ours is None or base is None:
                 missing = True
                 continue
@@ -423,12 +434,12 @@ def _backbone_verdict(stats, acts: Sequence[str]) -> tuple[str, list[str]]:
 
 def _head_below_relu(stats) -> tuple[str, list[str]]:
     """With a ReLU backbone: A and B in the head against ReLU in the head."""
-    base = stats.get(("relu", "relu"))
+    base = _ready(stats, ("relu", "relu"))
     notes, below = [], []
     for head_act in ("dyrelu_a", "dyrelu_b"):
-        s = stats.get(("relu", head_act))
+        s = _ready(stats, ("relu", head_act))
         if s is None or base is None:
-            return "not run yet", []
+            return _NOT_YET, []
         d = s.diff(base)
         notes.append(f"ReLU backbone: {_NAMES[head_act]} head − ReLU head {_fmt_diff(*d)} ({_clear(*d)})")
         if d[0] < -d[1]:
@@ -472,7 +483,8 @@ def keypoint_report(rows: Sequence[dict[str, str]], claim: KeypointClaim = KEYPO
 
     Rows as :func:`read_results` returns them (strings); only rows of ``claim.backbone`` count. A
     difference counts only when it exceeds ``sqrt(std_a² + std_b²)`` of the two configurations' AP over
-    seeds. Configurations without rows show as "not run" and their verdicts as "not run yet".
+    seeds. Configurations without rows show as "not run"; a question gets a verdict only when every
+    configuration it compares has :data:`MIN_SEEDS` seeds.
 
     Example:
         >>> keypoint_report([]).splitlines()[0]
