@@ -23,6 +23,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from dyrelu.files import write_text_atomic
+
 __all__ = [
     "CLAIMS",
     "COLUMNS",
@@ -268,10 +270,7 @@ def append_row(path: str | os.PathLike, row: dict[str, Any], columns: Sequence[s
     writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(buffer.getvalue())
-    os.replace(tmp, path)
+    write_text_atomic(path, buffer.getvalue())
 
 
 def _commit() -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 from dyrelu.cli import CLIError
 from dyrelu.cli._common import add_progress_arg, positive, user_errors, want_progress
+from dyrelu.files import write_text_atomic
 
 __all__ = ["add_parser", "run"]
 
@@ -379,10 +380,7 @@ def _report(args: argparse.Namespace) -> int:
     if args.out is None:
         print(text, end="")
         return 0
-    out = Path(args.out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    out = write_text_atomic(args.out, text)
     print(f"wrote {out} from {len(rows)} runs")
     return 0
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from dyrelu.cli import CLIError
+from dyrelu.files import write_text_atomic
 
 __all__ = ["add_parser", "run"]
 
@@ -70,8 +71,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"{path} is {'out of date: run dyrelu report' if str(path) in stale else 'up to date'}")
         return 1 if stale else 0
     for path, want in targets.items():
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(want)
-        tmp.replace(path)
+        write_text_atomic(path, want)
         print(f"wrote {path} from {len(rows)} runs")
     return 0

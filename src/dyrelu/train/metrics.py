@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from dyrelu.files import write_text_atomic
+
 __all__ = ["METRICS_NAME", "MetricsWriter", "read_metrics"]
 
 #: The file name of the metrics table in a run's output folder.
@@ -48,9 +50,7 @@ class MetricsWriter:
         writer.writeheader()
         for row in history:
             writer.writerow({k: _fmt(v) for k, v in row.items()})
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(buffer.getvalue())
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, buffer.getvalue())
         if self._tb is not None:
             last = history[-1]
             for key, value in last.items():

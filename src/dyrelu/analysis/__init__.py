@@ -1,0 +1,56 @@
+"""What DY-ReLU learns: the input-output relation, the coefficients and their spread across inputs.
+
+Paper: Chen et al., "Dynamic ReLU", ECCV 2020, https://arxiv.org/abs/2003.10027 (its figure of the input
+``x`` against the output ``y`` of DY-ReLU in several layers of a trained network).
+
+:func:`collect_dynamics` runs a network over some images with a forward hook on every DY-ReLU module
+(:class:`~dyrelu.DyReLUA`, :class:`~dyrelu.DyReLUB`, :class:`~dyrelu.DyReLUC`, found with
+``named_modules``) and records, per layer:
+
+- a seeded subsample of (input, output) pairs, with the image each pair comes from;
+- the coefficients ``a``, ``b`` of every image, from the module's own hyper function applied to the
+  hooked input;
+- for DY-ReLU-C, the spatial attention π of the first images and its statistics over all of them.
+
+:func:`dynamic_range` reduces the coefficients to one number per layer: their spread across inputs
+(0 for a static activation). The ``plot_*`` functions draw PNG files with matplotlib (imported only
+when plotting; figures are rendered by the Agg canvas without ``pyplot``, so neither the global backend
+nor an interactive session is touched), and :func:`visualize_dynamics` writes all of them plus a JSON
+summary into a folder.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from dyrelu import DyReLUB
+    >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), DyReLUB(8))
+    >>> layers = collect_dynamics(net, torch.randn(4, 3, 8, 8), points_per_layer=64)
+    >>> [(layer.name, layer.variant, tuple(layer.a.shape)) for layer in layers]
+    [('1', 'B', (4, 8, 2))]
+    >>> dynamic_range(layers[0].a)  # a fresh DY-ReLU is ReLU for every input: no dynamics
+    0.0
+"""
+
+from dyrelu.analysis.dynamics import LayerDynamics, collect_dynamics, dynamic_range, dyrelu_layers, summarize
+from dyrelu.analysis.plots import (
+    plot_attention,
+    plot_coefficients,
+    plot_dynamic_range,
+    plot_dynamics_grid,
+    plot_scatter,
+)
+from dyrelu.analysis.visualize import FILES, visualize_dynamics
+
+__all__ = [
+    "FILES",
+    "LayerDynamics",
+    "collect_dynamics",
+    "dynamic_range",
+    "dyrelu_layers",
+    "plot_attention",
+    "plot_coefficients",
+    "plot_dynamic_range",
+    "plot_dynamics_grid",
+    "plot_scatter",
+    "summarize",
+    "visualize_dynamics",
+]
