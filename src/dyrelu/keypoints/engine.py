@@ -17,8 +17,6 @@ one-thread run is what the epoch costs on a dedicated core.
 from __future__ import annotations
 
 import functools
-import json
-import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -36,7 +34,6 @@ from dyrelu.keypoints.metrics import oks, oks_ap, pck
 from dyrelu.keypoints.model import KeypointNet
 from dyrelu.keypoints.synthetic import IMAGE_MEAN, IMAGE_STD, KEYPOINT_NAMES, KeypointDataset, make_keypoint_dataset
 from dyrelu.train.checkpoint import (
-    CHECKPOINT_NAME,
     CheckpointError,
     capture_rng,
     dyrelu_taus,
@@ -45,9 +42,16 @@ from dyrelu.train.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from dyrelu.train.metrics import MetricsWriter
 from dyrelu.train.optim import create_optimizer
-from dyrelu.train.runtime import check_resume, seed_everything, set_cpu_threads
+from dyrelu.train.runtime import (
+    check_finite_loss,
+    check_resume,
+    open_run,
+    progress_bar,
+    seed_everything,
+    set_cpu_threads,
+    start_run_files,
+)
 from dyrelu.train.schedule import WarmupCosine, set_tau, tau_at
 
 __all__ = [
@@ -250,19 +254,10 @@ def fit_keypoints(
     emit: Log = log or (lambda line: None)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     set_cpu_threads(config.threads, device)
-    out = Path(out_dir) if out_dir is not None else None
-    ckpt_path = out / CHECKPOINT_NAME if out is not None else None
-    state = None
-    if ckpt_path is not None and ckpt_path.exists():
-        if not resume:
-            raise CheckpointError(
-                f"{out} already holds a checkpoint; resume it (--resume) or choose another output folder"
-            )
-        state = load_checkpoint(ckpt_path)
+    out, ckpt_path, state = open_run(out_dir, resume, emit)
+    if state is not None:
         _check_task(state, str(ckpt_path))
         check_resume(config.to_dict(), state["config"], _FIXED_ON_RESUME, ckpt_path, emit)
-    elif resume:
-        emit(f"no checkpoint in {out}; starting from scratch" if out is not None else "nothing to resume")
 
     if train_set is None or test_set is None:
         default_train, default_test = keypoint_datasets(config)
@@ -300,12 +295,7 @@ def fit_keypoints(
             restore_rng(state["rng"][0])
         emit(f"resumed from {ckpt_path} after epoch {start_epoch}: continuing with epoch {start_epoch + 1}")
 
-    writer = None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-        writer = MetricsWriter(out, tensorboard=config.tensorboard)
-        writer.write(metrics)
+    writer = start_run_files(out, config.to_dict(), metrics, tensorboard=config.tensorboard)
     if start_epoch >= config.epochs:
         emit(f"{start_epoch} epochs done already (epochs={config.epochs}); nothing to train")
     eval_args = {
@@ -321,11 +311,7 @@ def fit_keypoints(
             started, cpu_started = time.perf_counter(), time.process_time()
             train = _train_epoch(model, train_set, optimizer, scheduler, config, device, epoch, progress)
             train_seconds = time.perf_counter() - started
-            if not math.isfinite(train["loss"]):
-                raise FloatingPointError(
-                    f"the training loss is {train['loss']} in epoch {epoch + 1}; lower the learning rate "
-                    f"(lr={config.lr}) or use clip_grad"
-                )
+            check_finite_loss(train["loss"], epoch, config.lr)
             test = evaluate_keypoints(model, test_set, **eval_args)
             row: dict[str, Any] = {
                 "epoch": epoch + 1,
@@ -394,14 +380,7 @@ def _train_epoch(
 ) -> dict[str, float]:
     model.train()
     steps = len(dataset) // config.batch_size
-    bar = None
-    if progress:
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            pass
-        else:
-            bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, dynamic_ncols=True)
+    bar = progress_bar(steps, f"epoch {epoch + 1}/{config.epochs}", progress)
     loss_sum, images = 0.0, 0
     lr = scheduler.get_last_lr()[0]
     order = _epoch_order(len(dataset), config.seed, epoch)

@@ -10,8 +10,6 @@ uninterrupted run with the same seed (on the same machine, thread count and worl
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import os
 import time
 from collections.abc import Callable
@@ -27,7 +25,6 @@ from torch.nn.parameter import is_lazy
 from dyrelu.data import BatchLoader, DataError, ImageDataset, create_dataset
 from dyrelu.train import distributed as D
 from dyrelu.train.checkpoint import (
-    CHECKPOINT_NAME,
     CheckpointError,
     capture_rng,
     dyrelu_taus,
@@ -37,9 +34,16 @@ from dyrelu.train.checkpoint import (
     save_checkpoint,
 )
 from dyrelu.train.config import MODEL_FIELDS, TrainConfig
-from dyrelu.train.metrics import MetricsWriter
 from dyrelu.train.optim import create_optimizer
-from dyrelu.train.runtime import check_resume, seed_everything, set_cpu_threads
+from dyrelu.train.runtime import (
+    check_finite_loss,
+    check_resume,
+    open_run,
+    progress_bar,
+    seed_everything,
+    set_cpu_threads,
+    start_run_files,
+)
 from dyrelu.train.schedule import WarmupCosine, set_tau, tau_at
 
 __all__ = ["FitResult", "build_model", "evaluate", "evaluate_checkpoint", "fit", "model_from_checkpoint"]
@@ -167,14 +171,7 @@ def _train_epoch(
     steps = len(loader)
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
     delay = float(os.environ.get(_STEP_DELAY_ENV, "0") or 0)
-    bar = None
-    if progress and ctx.is_main:
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            pass
-        else:
-            bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, dynamic_ncols=True)
+    bar = progress_bar(steps, f"epoch {epoch + 1}/{config.epochs}", progress and ctx.is_main)
     lr = scheduler.get_last_lr()[0]
     for i, (images, labels) in enumerate(loader):
         if config.tau_start is not None:
@@ -309,17 +306,7 @@ def _fit(
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
 
-    out = Path(out_dir) if out_dir is not None else None
-    ckpt_path = out / CHECKPOINT_NAME if out is not None else None
-    state = None
-    if ckpt_path is not None and ckpt_path.exists():
-        if not resume:
-            raise CheckpointError(
-                f"{out} already holds a checkpoint; resume it (--resume) or choose another output folder"
-            )
-        state = load_checkpoint(ckpt_path)
-    elif resume:
-        log(f"no checkpoint in {out}; starting from scratch" if out is not None else "nothing to resume")
+    out, ckpt_path, state = open_run(out_dir, resume, log)
 
     if train_set is None or test_set is None:
         loaded_train, loaded_test = _load_data(config)
@@ -399,12 +386,7 @@ def _fit(
             model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
         )
 
-    writer = None
-    if ctx.is_main and out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-        writer = MetricsWriter(out, tensorboard=config.tensorboard)
-        writer.write(metrics)  # after a resume, drop rows of epochs the checkpoint does not hold
+    writer = start_run_files(out if ctx.is_main else None, config.to_dict(), metrics, tensorboard=config.tensorboard)
     if start_epoch >= config.epochs:
         log(f"{start_epoch} epochs done already (epochs={config.epochs}); nothing to train")
 
@@ -426,11 +408,7 @@ def _fit(
                 progress,
             )
             train_seconds = time.perf_counter() - started
-            if not math.isfinite(train["loss"]):
-                raise FloatingPointError(
-                    f"the training loss is {train['loss']} in epoch {epoch + 1}; lower the learning rate "
-                    f"(lr={config.lr}) or use clip_grad"
-                )
+            check_finite_loss(train["loss"], epoch, config.lr)
             tau = None
             if config.tau_start is not None:
                 # Evaluate (and save) with the temperature that the next step would use: τ_end once annealed.
