@@ -15,11 +15,11 @@ from dyrelu.keypoint_experiments import (
     KEYPOINT_COLUMNS,
     KeypointBudget,
     append_keypoint_row,
-    keypoint_report,
     plan_keypoint_runs,
     read_results,
     run_keypoint_grid,
 )
+from dyrelu.keypoint_report import keypoint_report
 from dyrelu.keypoints import (
     KEYPOINT_NAMES,
     KeypointConfig,
@@ -74,12 +74,14 @@ def test_public_api_is_pinned_and_imports_no_vision_package():
     import sys
 
     import dyrelu.keypoint_experiments as kx
+    import dyrelu.keypoint_report as kr
     import dyrelu.keypoints as kp
 
-    for module in (kp, kx):
+    for module in (kp, kx, kr):
         assert module.__all__ == sorted(module.__all__) and all(hasattr(module, name) for name in module.__all__)
     code = (
-        "import sys, warnings; warnings.simplefilter('error'); import dyrelu.keypoints, dyrelu.keypoint_experiments; "
+        "import sys, warnings; warnings.simplefilter('error'); "
+        "import dyrelu.keypoints, dyrelu.keypoint_experiments, dyrelu.keypoint_report; "
         "assert 'torchvision' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -24,6 +24,8 @@ __all__ = [
     "MIN_SEEDS",
     "README_MARKERS",
     "Stat",
+    "describe_difference",
+    "format_difference",
     "make_report",
     "readme_summary",
     "replace_readme_summary",
@@ -96,7 +98,8 @@ def _baseline(config: Config) -> Config:
     return Config(config.model, "relu")
 
 
-def _fmt_diff(d: float, spread: float) -> str:
+def format_difference(d: float, spread: float) -> str:
+    """``d ± spread`` with two decimals and a sign."""
     return f"{d:+.2f} ± {spread:.2f}"
 
 
@@ -114,7 +117,7 @@ def _claim_table(claim: Claim, stats) -> list[str]:
         if base is None or config.act == "relu":
             delta, dmadds = "", ""
         else:
-            delta = _fmt_diff(*s.diff(base))
+            delta = format_difference(*s.diff(base))
             dmadds = f"{100 * (s.madds / base.madds - 1):+.1f}%"
         lines.append(
             f"| {config.model} | {config.display} | {s.n} | {s.mean:.2f} ± {s.std:.2f} | {delta} | "
@@ -123,7 +126,8 @@ def _claim_table(claim: Claim, stats) -> list[str]:
     return lines
 
 
-def _clear(d: float, spread: float) -> str:
+def describe_difference(d: float, spread: float) -> str:
+    """How a difference ``d`` compares with its ``spread``: clearly higher, clearly lower or within the spread."""
     if d > spread:
         return "clearly higher"
     if d < -spread:
@@ -142,7 +146,9 @@ def _verdict_c1(claim: Claim, stats) -> tuple[str, list[str]]:
             return "not run yet", notes
         d, spread = s.diff(base)
         gains.append((config.model, d, spread))
-        notes.append(f"{config.model}: DY-ReLU-B − ReLU = {_fmt_diff(d, spread)} pp ({_clear(d, spread)})")
+        notes.append(
+            f"{config.model}: DY-ReLU-B − ReLU = {format_difference(d, spread)} pp ({describe_difference(d, spread)})"
+        )
     beats = all(d > spread for _, d, spread in gains)
     widths = [(m, d, sp) for m, d, sp in gains if m.startswith("mobilenetv2")]
     decreasing = all(a[1] > b[1] for a, b in itertools.pairwise(widths))
@@ -179,8 +185,11 @@ def _verdict_c2(claim: Claim, stats) -> tuple[str, list[str]]:
         return "not run yet", []
     ba, bc = s["dyrelu_b"].diff(s["dyrelu_a"]), s["dyrelu_b"].diff(s["dyrelu_c"])
     above = {v: s[v].diff(s["relu"]) for v in ("dyrelu_a", "dyrelu_b", "dyrelu_c")}
-    notes = [f"B − A = {_fmt_diff(*ba)} pp ({_clear(*ba)})", f"B − C = {_fmt_diff(*bc)} pp ({_clear(*bc)})"]
-    notes += [f"{v} − ReLU = {_fmt_diff(*d)} pp ({_clear(*d)})" for v, d in above.items()]
+    notes = [
+        f"B − A = {format_difference(*ba)} pp ({describe_difference(*ba)})",
+        f"B − C = {format_difference(*bc)} pp ({describe_difference(*bc)})",
+    ]
+    notes += [f"{v} − ReLU = {format_difference(*d)} pp ({describe_difference(*d)})" for v, d in above.items()]
     parts = [ba[0] > ba[1], abs(bc[0]) <= bc[1], all(d > sp for d, sp in above.values())]
     if all(parts):
         return "holds", notes
@@ -196,7 +205,10 @@ def _verdict_c3(claim: Claim, stats) -> tuple[str, list[str]]:
     if s is None:
         return "not run yet", []
     k21, k32 = s["dyrelu_b K=2"].diff(s["dyrelu_b K=1"]), s["dyrelu_b K=3"].diff(s["dyrelu_b K=2"])
-    notes = [f"K=2 − K=1 = {_fmt_diff(*k21)} pp ({_clear(*k21)})", f"K=3 − K=2 = {_fmt_diff(*k32)} pp ({_clear(*k32)})"]
+    notes = [
+        f"K=2 − K=1 = {format_difference(*k21)} pp ({describe_difference(*k21)})",
+        f"K=3 − K=2 = {format_difference(*k32)} pp ({describe_difference(*k32)})",
+    ]
     first, second = k21[0] > k21[1], k32[0] <= k32[1]
     if first and second:
         return "holds", notes
@@ -225,7 +237,7 @@ def _verdict_c4(claim: Claim, stats) -> tuple[str, list[str]]:
             above.append(config.display)
         elif d[0] < -d[1]:
             below.append(config.display)
-        notes.append(f"DY-ReLU-B − {config.display} = {_fmt_diff(*d)} pp ({_clear(*d)})")
+        notes.append(f"DY-ReLU-B − {config.display} = {format_difference(*d)} pp ({describe_difference(*d)})")
     if total == 0:
         return "not run yet", notes
     if len(above) == total:
@@ -243,7 +255,7 @@ def _verdict_c5(claim: Claim, stats) -> tuple[str, list[str]]:
     best = max(variants, key=lambda v: v[1].mean)
     worst = min(variants, key=lambda v: v[1].mean)
     d = best[1].diff(worst[1])
-    notes = [f"best {best[0]} − worst {worst[0]} = {_fmt_diff(*d)} pp ({_clear(*d)})"]
+    notes = [f"best {best[0]} − worst {worst[0]} = {format_difference(*d)} pp ({describe_difference(*d)})"]
     if d[0] <= d[1]:
         return "holds: no clear difference between the settings", notes
     return "does not hold: the setting matters at our scale", notes
@@ -254,8 +266,8 @@ def _verdict_c7(claim: Claim, stats) -> tuple[str, list[str]]:
     if s is None:
         return "not run yet", []
     d = s["dyrelu_b"].diff(s["aprelu"])
-    notes = [f"DY-ReLU-B − APReLU = {_fmt_diff(*d)} pp ({_clear(*d)})"]
-    notes += [f"{v} − ReLU = {_fmt_diff(*s[v].diff(s['relu']))} pp" for v in ("aprelu", "dyrelu_b")]
+    notes = [f"DY-ReLU-B − APReLU = {format_difference(*d)} pp ({describe_difference(*d)})"]
+    notes += [f"{v} − ReLU = {format_difference(*s[v].diff(s['relu']))} pp" for v in ("aprelu", "dyrelu_b")]
     if d[0] > d[1]:
         return "holds", notes
     if d[0] < -d[1]:

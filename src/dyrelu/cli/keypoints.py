@@ -368,7 +368,8 @@ def _grid(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from dyrelu.keypoint_experiments import keypoint_report, read_results
+    from dyrelu.experiments import read_results
+    from dyrelu.keypoint_report import keypoint_report
 
     rows = read_results(args.results)
     if not rows:

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"{args.results} is not a results file of dyrelu compare: {err}") from err
     keypoint_rows = read_results(args.keypoint_results)
     if keypoint_rows:
-        from dyrelu.keypoint_experiments import keypoint_report
+        from dyrelu.keypoint_report import keypoint_report
 
         try:
             text = text.rstrip("\n") + "\n\n" + keypoint_report(keypoint_rows).rstrip("\n") + "\n"
