@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from dyrelu import functional as DF
 from dyrelu._lazy import LazyChannels
+from dyrelu._piecewise import spatial_mean
 
 __all__ = ["DyReLU", "DyReLUA", "DyReLUB", "DyReLUC"]
 
@@ -92,7 +93,7 @@ class _DyReLUBase(LazyChannels):
             - output: two tensors :math:`(N, C, K)` (DY-ReLU-B/C) or :math:`(N, 1, K)` (DY-ReLU-A).
         """
         dtype = self.fc1_weight.dtype
-        context = DF._spatial_mean(x, dtype)  # (N, C)
+        context = spatial_mean(x, dtype)  # (N, C)
         hidden = F.relu(F.linear(context, self.fc1_weight, self.fc1_bias))
         residual = DF.normalize_residual(F.linear(hidden, self.fc2_weight, self.fc2_bias))  # (N, C'*2K)
         residual = residual.view(x.shape[0], self.channels if self._per_channel else 1, 2 * self.k)  # (N, C', 2K)

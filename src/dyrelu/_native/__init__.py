@@ -3,7 +3,7 @@
 :func:`native_ops` builds the kernels once per machine and torch version with the system's C++
 compiler (torch.utils.cpp_extension; about a minute, then cached under ``TORCH_EXTENSIONS_DIR`` or
 ``~/.cache/torch_extensions``) and returns ``torch.ops.dyrelu_native``. When the build fails (no
-compiler, say), it warns once and returns None: :mod:`dyrelu.functional` then runs its ATen
+compiler, say), it warns once and returns None: :mod:`dyrelu._piecewise` then runs its ATen
 implementation, which computes the same values more slowly. ``DYRELU_NATIVE=0`` skips the kernels.
 """
 
@@ -127,7 +127,7 @@ def native_ops() -> Any:
     return _STATE["ops"]
 
 
-# -- the glue between dyrelu.functional's tensors and the kernels' 3-d layouts ------------------------
+# -- the glue between dyrelu._piecewise's tensors and the kernels' 3-d layouts ------------------------
 
 _DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 _MAX_PIECES = 4

@@ -1,7 +1,7 @@
 // Fused CPU kernels of DY-ReLU's piecewise maximum y = s * max_k(a_k x + b_k) and its backward.
 //
 // One pass over x for the forward and one pass over (x, grad) for the backward, where the ATen
-// sequence in dyrelu/functional.py needs three to eight. Built on first use by dyrelu/_native and
+// sequence in dyrelu/_piecewise.py needs three to eight. Built on first use by dyrelu/_native and
 // registered as torch.ops.dyrelu_native.{forward,backward}.
 //
 // Layouts (chosen by the caller): "planes" is x viewed as (N, C, S) contiguous (channels-first),

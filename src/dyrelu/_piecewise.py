@@ -1,0 +1,349 @@
+"""The piecewise maximum's autograd function and its eager ATen forward and backward.
+
+:func:`dyrelu.functional.piecewise_max` calls :class:`PiecewiseMax`. Forward and backward first try the
+fused native kernels of :mod:`dyrelu._native` and otherwise run the ATen implementation here, which
+works blockwise in place and saves only ``x`` and the coefficients for backward. Captured graphs
+(torch.compile, torch.export, tracing) get plain out-of-place operations instead.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from dyrelu import _native
+
+__all__ = ["PiecewiseMax", "forward_max", "spatial_mean", "tracing"]
+
+
+# grad where self > threshold, else 0 (a NaN in self keeps grad); a float comparison fused with the select,
+# much faster on CPU than a bool mask and torch.where.
+_threshold_backward = torch.ops.aten.threshold_backward
+_threshold_backward_out = torch.ops.aten.threshold_backward.grad_input
+
+
+def _pieces(c: Tensor, spatial: int) -> list[Tensor]:
+    """The K pieces of ``(N, C', K)`` coefficients, each as a contiguous ``(N, C', 1, ..., 1)``.
+
+    Contiguous matters: with channels-last input the channels are the innermost loop, and a piece
+    strided by K there keeps the CPU kernels from vectorising (5-10x slower elementwise passes).
+    """
+    pieces = c.movedim(-1, 0).contiguous()  # (K, N, C')
+    return list(pieces.reshape(pieces.shape + (1,) * spatial).unbind(0))
+
+
+def tracing() -> bool:
+    """Whether a graph is being captured (torch.compile, torch.export, TorchScript tracing).
+
+    Captured graphs get plain out-of-place operations: the compiler fuses them anyway, and ``out=``
+    variants in an exported graph make autograd reject the exported program.
+    """
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
+def forward_max(x: Tensor, a: Tensor, b: Tensor, scale: Tensor | None = None, functional: bool = False) -> Tensor:
+    """``scale * max_k(a_k x + b_k)``: out-of-place when ``functional`` or tracing, else :func:`_forward_eager`."""
+    if not (functional or tracing()):
+        return _forward_eager(x, a, b, scale)
+    spatial = x.dim() - 2
+    slopes, intercepts = _pieces(a, spatial), _pieces(b, spatial)
+    y = x * slopes[0] + intercepts[0]
+    for k in range(1, len(slopes)):
+        y = torch.maximum(y, x * slopes[k] + intercepts[k])
+    return y if scale is None else y * scale
+
+
+# The eager kernels below are sequences of ATen operations. On CPU they run block by block over the
+# samples, blocks of about this many elements per intra-op thread (1 MiB of float32), so that the
+# temporaries and the several passes over a block stay in cache: in memory traffic the sequence then
+# costs about what one fused kernel would (read x and the gradient, write the result). A full-size
+# temporary would also cost its allocation, which for large tensors means page-faulting fresh memory on
+# every call.
+_BLOCK_ELEMENTS = 1 << 18
+
+
+def _blocks(x: Tensor) -> list[slice]:
+    """Slices of the batch dim to process one after the other (one slice off CPU: GPUs need no blocking)."""
+    n = x.shape[0]
+    per_sample = math.prod(x.shape[1:])
+    if x.device.type != "cpu" or n <= 1 or per_sample == 0:
+        return [slice(0, n)]
+    size = max(1, _BLOCK_ELEMENTS * torch.get_num_threads() // per_sample)
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def _rows(coefficients: Tensor, block: slice) -> tuple[Tensor, ...]:
+    """The pieces ``(N or 1, C', 1, ...)`` stacked in ``coefficients`` ``(J, N or 1, C', 1, ...)``, rows ``block``
+    (all rows when shared over the samples)."""
+    return (coefficients if coefficients.shape[1] == 1 else coefficients[:, block]).unbind(0)
+
+
+def _affine_into(out: Tensor, x: Tensor, slope: Tensor, intercept: Tensor) -> Tensor:
+    """``out = slope * x + intercept`` with per-channel ``slope``, ``intercept`` broadcast over the positions."""
+    if x.stride(1) == 1:  # channels innermost (channels-last memory, tokens): addcmul vectorises
+        return torch.addcmul(intercept, x, slope, out=out)
+    # Positions innermost: there addcmul with two broadcast operands runs a scalar loop (3-8x slower).
+    return torch.mul(x, slope, out=out).add_(intercept)
+
+
+def _max_terms(slopes: list[Tensor], intercepts: list[Tensor]) -> Tensor:
+    """The coefficients :func:`_max_into` uses, stacked."""
+    if len(slopes) == 2:
+        return torch.stack([intercepts[0], slopes[0] - slopes[1], intercepts[1], slopes[1]])
+    return torch.stack([*intercepts, *slopes])
+
+
+def _max_into(out: Tensor, x: Tensor, terms: tuple[Tensor, ...], num_pieces: int, scratch: Tensor | None) -> None:
+    """``out = max_k(a_k x + b_k)`` in place for one block, ``terms`` from :func:`_max_terms` (sliced);
+    ``scratch``, block-sized, is needed for K > 2."""
+    if num_pieces == 2:
+        # max(a0 x + b0, a1 x + b1) = a1 x + max((a0 - a1) x + b0, b1): three passes, no temporary, and
+        # exact for ReLU's pieces x and 0.
+        b0, slope_diff, b1, a1 = terms
+        _affine_into(out, x, slope_diff, b0)
+        torch.maximum(out, b1, out=out)
+        out.addcmul_(x, a1)
+        return
+    intercepts, slopes = terms[:num_pieces], terms[num_pieces:]
+    _affine_into(out, x, slopes[0], intercepts[0])
+    for slope, intercept in zip(slopes[1:], intercepts[1:], strict=True):
+        torch.maximum(out, _affine_into(scratch, x, slope, intercept), out=out)
+
+
+def _forward_eager(x: Tensor, a: Tensor, b: Tensor, scale: Tensor | None) -> Tensor:
+    """:func:`_forward_max` in place into one output tensor, block by block (see ``_BLOCK_ELEMENTS``)."""
+    y = _native.forward(x, a, b, scale)
+    if y is not None:
+        return y
+    if x.dim() == 2:
+        return _forward_eager(x.unsqueeze(-1), a, b, scale).squeeze(-1)
+    spatial = x.dim() - 2
+    slopes, intercepts = _pieces(a, spatial), _pieces(b, spatial)
+    terms = _max_terms(slopes, intercepts)
+    y = torch.empty_like(x)
+    blocks = _blocks(x)
+    scratch = torch.empty_like(x[blocks[0]]) if len(slopes) > 2 else None
+    for block in blocks:
+        out = y[block]
+        _max_into(out, x[block], _rows(terms, block), len(slopes), None if scratch is None else scratch[: len(out)])
+        if scale is not None:
+            out.mul_(scale[block])
+    return y
+
+
+def _spatial_sum(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """``(N, C, *S)`` summed over the spatial dims to ``(N, C)`` in ``dtype`` (a new tensor)."""
+    return t.sum(tuple(range(2, t.dim())), dtype=dtype) if t.dim() > 2 else t.to(dtype, copy=True)
+
+
+def _to_coefficient_shape(grad: Tensor, like: Tensor) -> Tensor:
+    """Per-sample, per-channel gradients ``(N, C, K)`` summed to the coefficients' ``(N or 1, C or 1, K)``."""
+    dims = [d for d in (0, 1) if like.shape[d] == 1 and grad.shape[d] != 1]
+    grad = grad.sum(dims, keepdim=True) if dims else grad
+    return grad.to(like.dtype)
+
+
+def _coefficient_grads(
+    total: Tensor, total_x: Tensor, piece: list[Tensor], piece_x: list[Tensor], a: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``grad_a``, ``grad_b`` from the sums of ``g x`` and ``g`` over all positions and over each piece's
+    positions (all pieces but the last, which gets the rest)."""
+    grad_b = torch.stack([*piece, total - sum(piece)] if piece else [total], dim=-1)  # (N, C, K)
+    grad_a = torch.stack([*piece_x, total_x - sum(piece_x)] if piece_x else [total_x], dim=-1)
+    return _to_coefficient_shape(grad_a, a), _to_coefficient_shape(grad_b, a)
+
+
+def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _backward(grad: Tensor, x: Tensor, a: Tensor, b: Tensor, scale: Tensor | None, needs: tuple[bool, ...]):
+    """Gradients of ``scale * max_k(a_k x + b_k)`` with differentiable, out-of-place operations.
+
+    Used for double backward and inside captured graphs (where the compiler fuses the passes). ``hs[k]`` is
+    the output gradient where piece ``k`` is active, for all pieces but the last; ``threshold_backward``
+    selects it with a float comparison. On ties the later piece wins, so that the ReLU configuration
+    (pieces ``x`` and ``0``) has gradient 0 at ``x == 0`` as torch.relu has; where a comparison is NaN the
+    earlier piece keeps the gradient, and the NaN reaches the coefficients' gradients.
+    """
+    need_x, need_a, need_b, need_scale = needs
+    spatial = x.dim() - 2
+    slopes, intercepts = _pieces(a, spatial), _pieces(b, spatial)
+    grad_z = grad if scale is None else grad * scale
+    hs: list[Tensor] = []
+    if len(slopes) == 2:
+        hs = [_threshold_backward(grad_z, x * (slopes[0] - slopes[1]) + (intercepts[0] - intercepts[1]), 0)]
+    elif len(slopes) > 2:
+        best = x * slopes[0] + intercepts[0]
+        hs = [grad_z]
+        for k in range(1, len(slopes)):
+            value = x * slopes[k] + intercepts[k]
+            stays = best - value  # > 0 where the earlier best stays
+            taken = grad_z - _threshold_backward(grad_z, stays, 0) if k < len(slopes) - 1 else None
+            hs = [_threshold_backward(h, stays, 0) for h in hs]
+            if taken is not None:
+                hs.append(taken)
+            best = torch.maximum(best, value)
+    grad_x = grad_a = grad_b = grad_scale = None
+    if need_x:
+        grad_x = grad_z * slopes[-1]
+        for h, slope in zip(hs, slopes, strict=False):
+            grad_x = grad_x + h * (slope - slopes[-1])
+    if need_a or need_b:
+        acc = _accumulation_dtype(x.dtype)
+        grad_a, grad_b = _coefficient_grads(
+            _spatial_sum(grad_z, acc),
+            _spatial_sum(grad_z * x, acc),
+            [_spatial_sum(h, acc) for h in hs],
+            [_spatial_sum(h * x, acc) for h in hs],
+            a,
+        )
+    if need_scale:
+        grad_scale = (grad * forward_max(x, a, b, functional=True)).sum(1, keepdim=True)
+    return grad_x, grad_a, grad_b, grad_scale
+
+
+def _backward_eager(grad: Tensor, x: Tensor, a: Tensor, b: Tensor, scale: Tensor | None, needs: tuple[bool, ...]):
+    """:func:`_backward` for plain eager mode: the same formulas, not differentiable, block by block.
+
+    Per block of samples (see ``_BLOCK_ELEMENTS``), the masked gradients ``hs`` and the products live in
+    block-sized scratch buffers; the only full-size allocation is the input gradient. Where the fused
+    native kernel applies (:mod:`dyrelu._native`: CPU; float32, float64, bfloat16) it does all of this in one pass.
+    """
+    native = _native.backward(grad, x, a, b, scale, needs)
+    if native is not None:
+        grad_x, sum_g, sum_gx, grad_scale = native
+        grad_a = grad_b = None
+        if sum_g is not None:
+            grad_a, grad_b = _to_coefficient_shape(sum_gx, a), _to_coefficient_shape(sum_g, a)
+        return grad_x, grad_a, grad_b, grad_scale
+    if x.dim() == 2:
+        grad_x, grad_a, grad_b, _ = _backward_eager(grad.unsqueeze(-1), x.unsqueeze(-1), a, b, None, needs)
+        return None if grad_x is None else grad_x.squeeze(-1), grad_a, grad_b, None
+    need_x, need_a, need_b, need_scale = needs
+    spatial = x.dim() - 2
+    dims = tuple(range(2, x.dim()))
+    slopes, intercepts = _pieces(a, spatial), _pieces(b, spatial)
+    num_pieces = len(slopes)
+    acc = _accumulation_dtype(x.dtype)
+    n, channels = x.shape[:2]
+    need_coef = need_a or need_b
+    blocks = _blocks(x)
+
+    def scratch() -> Tensor:
+        return torch.empty_like(x[blocks[0]])
+
+    grad_x = torch.empty_like(x) if need_x else None
+    # sums[0] = Σ g, sums[1] = Σ g x, and for the pieces but the last sums[2 + 2k] = Σ h_k, sums[3 + 2k] = Σ h_k x
+    sums = x.new_empty((2 * num_pieces, n, channels), dtype=acc) if need_coef else None
+    grad_scale = x.new_empty((n, 1, *x.shape[2:]), dtype=acc) if need_scale else None
+    grad_z_buf = scratch() if scale is not None else None
+    product = scratch() if need_coef or need_scale else None
+    hs_buf = [scratch() for _ in range(num_pieces - 1)]
+    if num_pieces > 2:
+        best, value, stays = scratch(), scratch(), scratch()
+
+    # Stacked coefficients, sliced once per block: the pieces, then for the input gradient the slope
+    # differences to the last piece, then (K = 2) the mask's (a0 - a1, b0 - b1).
+    coefs = torch.stack(
+        [*slopes, *intercepts, *(slope - slopes[-1] for slope in slopes[:-1])]
+        + ([slopes[0] - slopes[1], intercepts[0] - intercepts[1]] if num_pieces == 2 else [])
+    )
+    terms = _max_terms(slopes, intercepts) if need_scale else None
+    for block in blocks:
+        m = block.stop - block.start
+        xb, gb = x[block], grad[block]
+        rows = _rows(coefs, block)
+        a_b, b_b = rows[:num_pieces], rows[num_pieces : 2 * num_pieces]
+        slope_diffs = rows[2 * num_pieces : 3 * num_pieces - 1]
+        grad_z = gb
+        if scale is not None:
+            if need_scale:
+                z = product[:m]
+                _max_into(z, xb, _rows(terms, block), num_pieces, hs_buf[0][:m] if num_pieces > 2 else None)
+                torch.sum(z.mul_(gb), 1, keepdim=True, dtype=acc, out=grad_scale[block])
+            grad_z = torch.mul(gb, scale[block], out=grad_z_buf[:m])
+        hs = [h[:m] for h in hs_buf]
+        if num_pieces == 2:
+            # grad_z where piece 0 is active: (a0 - a1) x + (b0 - b1) > 0
+            _affine_into(hs[0], xb, rows[-2], rows[-1])
+            _threshold_backward_out(grad_z, hs[0], 0, grad_input=hs[0])
+        elif num_pieces > 2:
+            best_b, value_b, stays_b = best[:m], value[:m], stays[:m]
+            _affine_into(best_b, xb, a_b[0], b_b[0])
+            for k in range(1, num_pieces):
+                _affine_into(value_b, xb, a_b[k], b_b[k])
+                torch.sub(best_b, value_b, out=stays_b)  # > 0 where the earlier best stays
+                if k < num_pieces - 1:  # piece k takes grad_z where it is not below the best so far
+                    _threshold_backward_out(grad_z, stays_b, 0, grad_input=hs[k]).neg_().add_(grad_z)
+                for j in range(k):
+                    _threshold_backward_out(grad_z if k == 1 else hs[j], stays_b, 0, grad_input=hs[j])
+                torch.maximum(best_b, value_b, out=best_b)
+        if need_coef:
+            torch.sum(grad_z, dims, dtype=acc, out=sums[0, block])
+            torch.sum(torch.mul(grad_z, xb, out=product[:m]), dims, dtype=acc, out=sums[1, block])
+            for k, h in enumerate(hs):
+                torch.sum(h, dims, dtype=acc, out=sums[2 + 2 * k, block])
+                torch.sum(torch.mul(h, xb, out=product[:m]), dims, dtype=acc, out=sums[3 + 2 * k, block])
+        if need_x:
+            out = torch.mul(grad_z, a_b[-1], out=grad_x[block])
+            for h, slope_diff in zip(hs, slope_diffs, strict=True):
+                out.addcmul_(h, slope_diff)
+
+    grad_a = grad_b = None
+    if need_coef:
+        grad_a, grad_b = _coefficient_grads(sums[0], sums[1], list(sums[2::2]), list(sums[3::2]), a)
+    if grad_scale is not None:
+        grad_scale = grad_scale.to(x.dtype)
+    return grad_x, grad_a, grad_b, grad_scale
+
+
+class PiecewiseMax(torch.autograd.Function):
+    """``y = s * max_k(a_k x + b_k)`` saving only ``x``, ``a``, ``b`` and ``s`` for backward.
+
+    The backward recomputes which piece is active. It is differentiable (double backward works: the
+    choice of piece is piecewise constant in the inputs); when no graph of the backward is needed it
+    runs a faster, non-differentiable eager version of the same formulas.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, a: Tensor, b: Tensor, scale: Tensor | None) -> Tensor:
+        ctx.save_for_backward(x, a, b, scale)
+        return forward_max(x, a, b, scale)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, a, b, scale = ctx.saved_tensors
+        needs = tuple(ctx.needs_input_grad)
+        if torch.is_grad_enabled() or tracing():
+            return _backward(grad, x, a, b, scale, needs)
+        return _backward_eager(grad, x, a, b, scale, needs)
+
+
+class _SpatialMean(torch.autograd.Function):
+    """Mean over the spatial dims whose backward is a broadcast view of the ``(N, C)`` gradient."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, dtype: torch.dtype) -> Tensor:
+        ctx.shape, ctx.dtype = x.shape, x.dtype
+        return torch.mean(x, dim=tuple(range(2, x.dim())), dtype=dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        grad = (grad / ctx.shape[2:].numel()).to(ctx.dtype)
+        return grad.reshape(grad.shape + (1,) * (len(ctx.shape) - 2)).expand(ctx.shape), None
+
+
+def spatial_mean(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """The hyper function's context: ``(N, C, *S)`` averaged over the positions, in ``dtype``.
+
+    torch.mean's backward materialises a full-size gradient (an allocation plus a pass); this one hands
+    autograd a broadcast view, which it adds in place to the piecewise maximum's input gradient.
+    """
+    if x.dim() == 2:
+        return x.to(dtype)
+    if tracing() or not (torch.is_grad_enabled() and x.requires_grad):
+        return torch.mean(x, dim=tuple(range(2, x.dim())), dtype=dtype)
+    return _SpatialMean.apply(x, dtype)
