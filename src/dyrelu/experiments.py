@@ -17,12 +17,11 @@ import os
 import platform
 import subprocess
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from dyrelu._pool import run_tasks
 from dyrelu.files import write_text_atomic
 
 __all__ = [
@@ -378,8 +377,10 @@ def run_grid(
         limit: stop after this many runs (``None``: all).
         log: receives one line per event.
     """
-    if jobs < 1:
-        raise ValueError(f"expected jobs >= 1, got {jobs}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"expected jobs to be an integer >= 1, got {jobs!r}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"expected limit >= 0 or None, got {limit}")
     planned = plan_runs(claims, budget.seeds)
     todo = pending_runs(results, claims, budget)
     log(f"{len(planned) - len(todo)} of {len(planned)} runs done")
@@ -389,38 +390,13 @@ def run_grid(
     from dyrelu.train.runtime import cpu_cores
 
     threads = max(1, cpu_cores() // jobs)
-    finished = failed = 0
-    if jobs == 1:
-        for spec, names in todo:
-            log(f"start {spec.run_id}")
-            try:
-                row = _train_one(spec, names, budget, str(runs_dir), threads)
-            except Exception as err:  # one failed run must not stop the grid; it is retried next time
-                failed += 1
-                log(f"FAILED {spec.run_id}: {type(err).__name__}: {err}")
-                continue
-            append_row(results, row)
-            finished += 1
-            log(f"done {spec.run_id}: test acc {row['test_acc']}% ({finished}/{len(todo)})")
-    else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futures = {
-                pool.submit(_train_one, spec, names, budget, str(runs_dir), threads): spec for spec, names in todo
-            }
-            for future in as_completed(futures):
-                run_id = futures[future].run_id
-                try:
-                    row = future.result()
-                except Exception as err:  # as above: report, continue, retry on the next invocation
-                    failed += 1
-                    log(f"FAILED {run_id}: {type(err).__name__}: {err}")
-                    continue
-                append_row(results, row)  # only this process writes the CSV
-                finished += 1
-                log(f"done {run_id}: test acc {row['test_acc']}% ({finished}/{len(todo)})")
-    if failed:
-        log(f"{failed} runs failed; run the command again to retry them")
-    return finished
+
+    def record(row: dict[str, Any]) -> str:
+        append_row(results, row)
+        return f"test acc {row['test_acc']}%"
+
+    tasks = [(spec.run_id, _train_one, (spec, names, budget, str(runs_dir), threads)) for spec, names in todo]
+    return run_tasks(tasks, jobs, record, log)[0]
 
 
 def machine_summary() -> str:

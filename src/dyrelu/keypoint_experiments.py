@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from dyrelu._pool import run_tasks
 from dyrelu.experiments import _commit, append_row, read_results
 
 __all__ = [
@@ -280,20 +279,10 @@ def run_keypoint_grid(
 
     threads = budget.threads or max(1, cpu_cores() // jobs)
     log(f"running {len(todo)}, {jobs} at once, {threads} thread(s) each")
-    finished = 0
-    if jobs == 1:
-        for spec in todo:
-            log(f"start {spec.run_id}")
-            row = _train_one(spec, claim.name, budget, str(runs_dir), threads)
-            append_keypoint_row(results, row)
-            finished += 1
-            log(f"done {spec.run_id}: AP {100 * float(row['test_ap']):.2f} ({finished}/{len(todo)})")
-        return finished
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(_train_one, spec, claim.name, budget, str(runs_dir), threads): spec for spec in todo}
-        for future in as_completed(futures):
-            row = future.result()
-            append_keypoint_row(results, row)  # only this process writes the CSV
-            finished += 1
-            log(f"done {futures[future].run_id}: AP {100 * float(row['test_ap']):.2f} ({finished}/{len(todo)})")
-    return finished
+
+    def record(row: dict[str, Any]) -> str:
+        append_keypoint_row(results, row)
+        return f"AP {100 * float(row['test_ap']):.2f}"
+
+    tasks = [(spec.run_id, _train_one, (spec, claim.name, budget, str(runs_dir), threads)) for spec in todo]
+    return run_tasks(tasks, jobs, record, log)[0]
