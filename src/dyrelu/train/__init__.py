@@ -25,7 +25,8 @@ from dyrelu.train.checkpoint import (
 )
 from dyrelu.train.config import MODEL_FIELDS, TrainConfig
 from dyrelu.train.distributed import DistContext
-from dyrelu.train.engine import FitResult, build_model, evaluate, evaluate_checkpoint, fit, model_from_checkpoint
+from dyrelu.train.engine import FitResult, fit
+from dyrelu.train.evaluation import build_model, evaluate, evaluate_checkpoint, model_from_checkpoint
 from dyrelu.train.metrics import METRICS_NAME, MetricsWriter, read_metrics
 from dyrelu.train.optim import create_optimizer, param_groups
 from dyrelu.train.schedule import WarmupCosine, set_tau, tau_at

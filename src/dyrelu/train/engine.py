@@ -9,7 +9,6 @@ uninterrupted run with the same seed (on the same machine, thread count and worl
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -20,7 +19,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parameter import is_lazy
 
 from dyrelu.data import BatchLoader, DataError, ImageDataset, create_dataset
 from dyrelu.train import distributed as D
@@ -28,12 +26,11 @@ from dyrelu.train.checkpoint import (
     CheckpointError,
     capture_rng,
     dyrelu_taus,
-    load_checkpoint,
-    load_taus,
     restore_rng,
     save_checkpoint,
 )
 from dyrelu.train.config import MODEL_FIELDS, TrainConfig
+from dyrelu.train.evaluation import amp_autocast, build_model, evaluate, load_model_state, materialize, uses_conv2d
 from dyrelu.train.optim import create_optimizer
 from dyrelu.train.runtime import (
     check_finite_loss,
@@ -46,7 +43,7 @@ from dyrelu.train.runtime import (
 )
 from dyrelu.train.schedule import WarmupCosine, set_tau, tau_at
 
-__all__ = ["FitResult", "build_model", "evaluate", "evaluate_checkpoint", "fit", "model_from_checkpoint"]
+__all__ = ["FitResult", "fit"]
 
 Log = Callable[[str], None]
 
@@ -65,92 +62,6 @@ class FitResult:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     checkpoint: Path | None = None
     resumed_epoch: int | None = None
-
-
-def build_model(config: TrainConfig) -> nn.Module:
-    """``dyrelu.models.create_model`` with the config's model fields (which must be resolved)."""
-    from dyrelu.models import create_model
-
-    return create_model(
-        config.model,
-        act=config.act,
-        num_classes=config.num_classes,
-        in_chans=config.in_chans,
-        small_input=bool(config.small_input),
-        **config.act_kwargs,
-    )
-
-
-def _materialize(model: nn.Module, image_shape: tuple[int, ...]) -> None:
-    """Run one forward pass if the model has lazy parameters (channels inferred on first use)."""
-    if any(is_lazy(p) for p in model.parameters()):
-        was_training = model.training
-        with torch.no_grad():
-            model.eval()
-            model(torch.zeros(2, *image_shape))
-        model.train(was_training)
-
-
-def _uses_conv2d(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
-
-
-def _autocast(device: torch.device, amp: str):
-    if amp == "none":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def _load_model_state(model: nn.Module, state: dict[str, Any], where: str) -> None:
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        detail = " ".join(lines[1:3]) if len(lines) > 1 else lines[0] if lines else ""
-        raise CheckpointError(f"the weights in {where} do not fit the model: {detail[:300]}") from None
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: BatchLoader,
-    *,
-    device: torch.device | str = "cpu",
-    amp: str = "none",
-    channels_last: bool = False,
-    ctx: D.DistContext | None = None,
-) -> dict[str, float]:
-    """Mean cross-entropy and top-1 accuracy (percent) of ``model`` over ``loader``, summed over ranks.
-
-    Args:
-        model: the network; put in eval mode and left there.
-        loader: an evaluation :class:`~dyrelu.data.BatchLoader` (this rank's shard).
-        device: where the model is.
-        amp: ``"none"``, ``"bf16"`` or ``"fp16"`` autocast.
-        channels_last: feed NHWC inputs.
-        ctx: the process group context (``None``: a single process).
-
-    Returns:
-        ``{"loss": ..., "acc": ..., "count": ...}`` over all ranks' images.
-    """
-    device = torch.device(device)
-    model.eval()
-    totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
-    for images, labels in loader:
-        images = images.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        labels = labels.to(device, non_blocking=True)
-        with _autocast(device, amp):
-            logits = model(images)
-        totals[0] += F.cross_entropy(logits.float(), labels, reduction="sum").double()
-        totals[1] += (logits.argmax(1) == labels).sum()
-        totals[2] += labels.numel()
-    D.all_reduce_sum(totals, ctx or D.DistContext())
-    loss_sum, correct, count = totals.tolist()
-    count = max(count, 1.0)
-    return {"loss": loss_sum / count, "acc": 100.0 * correct / count, "count": int(totals[2].item())}
 
 
 def _train_epoch(
@@ -180,7 +91,7 @@ def _train_epoch(
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         labels = labels.to(device, non_blocking=True)
-        with _autocast(device, config.amp):
+        with amp_autocast(device, config.amp):
             logits = model(images)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -323,8 +234,8 @@ def _fit(
     model_given = model is not None
     if model is None:
         model = build_model(config)
-    _materialize(model, train_set.image_shape)
-    channels_last = _uses_conv2d(model) if config.channels_last is None else config.channels_last
+    materialize(model, train_set.image_shape)
+    channels_last = uses_conv2d(model) if config.channels_last is None else config.channels_last
     model.to(ctx.device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -363,7 +274,7 @@ def _fit(
     metrics: list[dict[str, Any]] = []
     start_epoch = 0
     if state is not None:
-        _load_model_state(model, state["model"], str(ckpt_path))
+        load_model_state(model, state["model"], str(ckpt_path))
         try:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -468,92 +379,3 @@ def _fit(
         ckpt_path if ckpt_path is not None and ckpt_path.exists() else None,
         start_epoch if state is not None else None,
     )
-
-
-def model_from_checkpoint(
-    checkpoint: str | os.PathLike | dict[str, Any], device: torch.device | str = "cpu"
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the trained network from a checkpoint alone, in eval mode.
-
-    Args:
-        checkpoint: a path (file or run folder) or an already loaded checkpoint.
-        device: where the model goes.
-
-    Returns:
-        ``(model, checkpoint)``.
-
-    Raises:
-        CheckpointError: the checkpoint is unreadable, or its weights do not fit its model.
-    """
-    state = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
-    where = "the checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
-    try:
-        config = TrainConfig.from_dict(state["config"])
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"the training config in {where} is invalid: {err}") from None
-    if state.get("custom_model"):
-        raise CheckpointError(
-            f"{where} holds a network built outside dyrelu.models (model={config.model!r}); rebuild that network "
-            "and load checkpoint['model'] into it"
-        )
-    try:
-        model = build_model(config)
-    except (ValueError, TypeError) as err:
-        raise CheckpointError(f"cannot rebuild the model of {where}: {err}") from None
-    _materialize(model, tuple(state.get("input_shape") or (config.in_chans, 32, 32)))
-    _load_model_state(model, state["model"], where)
-    load_taus(model, state.get("taus", {}))
-    return model.to(device).eval(), state
-
-
-def evaluate_checkpoint(
-    checkpoint: str | os.PathLike,
-    *,
-    data: str | None = None,
-    data_dir: str | os.PathLike | None = None,
-    data_kwargs: dict[str, Any] | None = None,
-    fraction: float = 1.0,
-    batch_size: int = 256,
-    device: str | None = None,
-    amp: str = "none",
-) -> dict[str, Any]:
-    """Evaluate a checkpoint on the test split of its own dataset or of another one.
-
-    Args:
-        checkpoint: a checkpoint file or run folder.
-        data: a dataset name (``None``: the one it was trained on, with its folder and options).
-        data_dir: the data folder (``None``: the training run's, when ``data`` is ``None``).
-        data_kwargs: the data source's options (``None``: the training run's, when ``data`` is ``None``).
-        fraction: evaluate on a deterministic fraction of the test set.
-        batch_size: images per step.
-        device: ``"cpu"``, ``"cuda"`` or ``None`` (CUDA when available).
-        amp: ``"none"``, ``"bf16"`` or ``"fp16"`` autocast.
-
-    Returns:
-        ``{"loss", "acc", "count", "epoch", "model", "act", "data"}``.
-    """
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, state = model_from_checkpoint(checkpoint, device=device)
-    config = state["config"]
-    if data is None:
-        data = config["data"]
-        data_dir = data_dir if data_dir is not None else config["data_dir"]
-        data_kwargs = config["data_kwargs"] if data_kwargs is None else data_kwargs
-    test_set = create_dataset(data, data_dir, train=False, fraction=fraction, **(data_kwargs or {}))
-    norm = state.get("normalization")
-    if norm:
-        test_set = ImageDataset(test_set.images, test_set.labels, test_set.classes, norm["mean"], norm["std"], data)
-    expected = config["in_chans"]
-    if test_set.image_shape[0] != expected:
-        raise DataError(
-            f"the checkpoint's model takes {expected}-channel images, the data {data} has {test_set.image_shape[0]}"
-        )
-    if test_set.num_classes > config["num_classes"]:
-        raise DataError(f"the data {data} has {test_set.num_classes} classes, the model {config['num_classes']}")
-    channels_last = _uses_conv2d(model)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    loader = BatchLoader(test_set, batch_size, train=False)
-    result = evaluate(model, loader, device=device, amp=amp, channels_last=channels_last)
-    return {**result, "epoch": state["epoch"], "model": config["model"], "act": config["act"], "data": data}
