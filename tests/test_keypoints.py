@@ -25,8 +25,10 @@ from dyrelu.keypoints import (
     KeypointConfig,
     KeypointNet,
     average_precision,
+    build_keypoint_model,
     decode_heatmaps,
     evaluate_keypoint_checkpoint,
+    evaluate_keypoints,
     fit_keypoints,
     gaussian_heatmaps,
     keypoint_model_from_checkpoint,
@@ -194,6 +196,13 @@ def test_metric_errors():
         oks(torch.zeros(2, 5, 2), torch.zeros(2, 4, 2), torch.ones(2))
     with pytest.raises(ValueError, match="positive kappa"):
         oks(torch.zeros(1, 1, 2), torch.zeros(1, 1, 2), torch.ones(1), kappa=0.0)
+
+
+def test_evaluating_an_empty_set_gives_every_metric_as_nan():
+    model = build_keypoint_model(KeypointConfig(items="shapes", image_size=32))
+    result = evaluate_keypoints(model, make_keypoint_dataset(0, image_size=32, items="shapes"))
+    assert set(result) == {"loss", "pck", "oks", "ap", "ap50", "ap75", "count"} and result["count"] == 0
+    assert all(math.isnan(result[key]) for key in result if key != "count")
 
 
 # -- the network ----------------------------------------------------------------------------------------------

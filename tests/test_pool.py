@@ -6,7 +6,7 @@ import operator
 
 import pytest
 
-from dyrelu._pool import run_tasks
+from dyrelu._pool import run_tasks, select_todo
 
 
 def _tasks():
@@ -46,3 +46,14 @@ def test_errors_of_on_done_are_not_swallowed():
 def test_jobs_must_be_a_positive_integer(jobs):
     with pytest.raises(ValueError, match="expected jobs to be an integer >= 1"):
         run_tasks([], jobs, str, print)
+
+
+def test_select_todo_logs_progress_and_applies_the_limit():
+    lines: list[str] = []
+    assert select_todo(5, ["c", "d", "e"], None, lines.append) == ["c", "d", "e"]
+    assert select_todo(5, ["c", "d", "e"], 2, lines.append) == ["c", "d"]
+    assert select_todo(5, ["c", "d", "e"], 0, lines.append) == []
+    assert lines == ["2 of 5 runs done"] * 3
+    for limit in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="expected limit to be an integer >= 0 or None"):
+            select_todo(5, [], limit, lines.append)

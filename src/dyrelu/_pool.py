@@ -7,10 +7,24 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from typing import Any
 
-__all__ = ["Task", "run_tasks"]
+__all__ = ["Task", "check_jobs", "run_tasks", "select_todo"]
 
 #: One run: its id, a picklable function and the function's arguments.
 Task = tuple[str, Callable[..., Any], tuple[Any, ...]]
+
+
+def check_jobs(jobs: int) -> None:
+    """Raise ``ValueError`` unless ``jobs`` is an integer >= 1."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"expected jobs to be an integer >= 1, got {jobs!r}")
+
+
+def select_todo(planned: int, todo: list[Any], limit: int | None, log: Callable[[str], None]) -> list[Any]:
+    """Log how many of the ``planned`` runs are done; the first ``limit`` of ``todo`` (``None``: all)."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"expected limit to be an integer >= 0 or None, got {limit!r}")
+    log(f"{planned - len(todo)} of {planned} runs done")
+    return todo if limit is None else todo[:limit]
 
 
 def run_tasks(
@@ -23,8 +37,7 @@ def run_tasks(
     ``FAILED <id>`` and the others go on: the grid retries it on its next invocation. ``on_done``'s own
     errors are not caught.
     """
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"expected jobs to be an integer >= 1, got {jobs!r}")
+    check_jobs(jobs)
     finished = failed = 0
 
     def finish(run_id: str, result: Any) -> None:

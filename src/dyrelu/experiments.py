@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dyrelu._pool import run_tasks
+from dyrelu._pool import check_jobs, run_tasks, select_todo
 from dyrelu.files import write_text_atomic
 
 __all__ = [
@@ -377,15 +377,10 @@ def run_grid(
         limit: stop after this many runs (``None``: all).
         log: receives one line per event.
     """
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"expected jobs to be an integer >= 1, got {jobs!r}")
-    if limit is not None and limit < 0:
-        raise ValueError(f"expected limit >= 0 or None, got {limit}")
+    check_jobs(jobs)
     planned = plan_runs(claims, budget.seeds)
     todo = pending_runs(results, claims, budget)
-    log(f"{len(planned) - len(todo)} of {len(planned)} runs done")
-    if limit is not None:
-        todo = todo[:limit]
+    todo = select_todo(len(planned), todo, limit, log)
     log(f"running {len(todo)}, {jobs} at once")
     from dyrelu.train.runtime import cpu_cores
 

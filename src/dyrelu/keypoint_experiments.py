@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dyrelu._pool import run_tasks
+from dyrelu._pool import check_jobs, run_tasks, select_todo
 from dyrelu.experiments import _commit, append_row, read_results
 
 __all__ = [
@@ -266,15 +266,10 @@ def run_keypoint_grid(
         limit: stop after this many runs (``None``: all).
         log: receives one line per event.
     """
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"expected jobs to be an integer >= 1, got {jobs!r}")
-    if limit is not None and limit < 0:
-        raise ValueError(f"expected limit >= 0 or None, got {limit}")
+    check_jobs(jobs)
     planned = plan_keypoint_runs(claim, budget.seeds)
     todo = pending_keypoint_runs(results, claim, budget)
-    log(f"{len(planned) - len(todo)} of {len(planned)} runs done")
-    if limit is not None:
-        todo = todo[:limit]
+    todo = select_todo(len(planned), todo, limit, log)
     from dyrelu.train.runtime import cpu_cores
 
     threads = budget.threads or max(1, cpu_cores() // jobs)

@@ -7,7 +7,8 @@ package tests that claim on a task a CPU can run: items (Fashion-MNIST or drawn 
 and rotated on a noisy canvas with distractors, and five keypoints per target item that need context
 to place (:mod:`~dyrelu.keypoints.synthetic`); a registry backbone with a deconvolution head whose
 activations are chosen separately (:mod:`~dyrelu.keypoints.model`); heatmap MSE training with
-:mod:`dyrelu.train`'s checkpoints and metrics (:mod:`~dyrelu.keypoints.engine`); PCK and COCO's OKS AP
+:mod:`dyrelu.train`'s checkpoints and metrics (:mod:`~dyrelu.keypoints.engine`); evaluation and
+rebuilding from a checkpoint (:mod:`~dyrelu.keypoints.evaluation`) with PCK and COCO's OKS AP
 (:mod:`~dyrelu.keypoints.metrics`).
 
 Example:
@@ -21,12 +22,11 @@ Example:
 from __future__ import annotations
 
 from dyrelu.keypoints.config import KEYPOINT_MODEL_FIELDS, KeypointConfig
-from dyrelu.keypoints.engine import (
-    KeypointFitResult,
+from dyrelu.keypoints.engine import KeypointFitResult, fit_keypoints
+from dyrelu.keypoints.evaluation import (
     build_keypoint_model,
     evaluate_keypoint_checkpoint,
     evaluate_keypoints,
-    fit_keypoints,
     keypoint_datasets,
     keypoint_model_from_checkpoint,
 )
