@@ -332,7 +332,21 @@ def test_report_tables_and_verdicts(tmp_path):
             for h in acts:
                 append_keypoint_row(noisy, _row(b, h, seed, 0.4 + 0.01 * (h == "dyrelu_c") + noise))
     noisy_text = keypoint_report(read_results(noisy))
-    assert "in the head? does not hold at our scale." in noisy_text and "(ReLU backbone)? not seen." in noisy_text
+    assert "in the head? does not hold at our scale (all 12 within the spread)." in noisy_text
+    assert "(ReLU backbone)? not seen." in noisy_text
+    # the opposite of the paper: C in the head clearly worse, B/C backbones worse with the C head only
+    opposite = tmp_path / "opposite.csv"
+    for seed, noise in enumerate((-0.01, 0.0, 0.01)):
+        for b in acts:
+            for h in acts:
+                ap = 0.40 - 0.05 * (h == "dyrelu_c") - 0.05 * (b != "relu" and h == "dyrelu_c")
+                append_keypoint_row(opposite, _row(b, h, seed, round(ap + noise, 4)))
+    opposite_text = keypoint_report(read_results(opposite))
+    assert "in the head? does not hold at our scale (clearly lower in all 12)." in opposite_text
+    assert (
+        "in the backbone? does not hold at our scale (clearly lower in 2 of 8, the rest within the spread)."
+        in opposite_text
+    )
     partial = keypoint_report([_row("relu", "relu", 0, 0.5)])
     assert "| ReLU | DY-ReLU-C | 0 | not run |" in partial and partial.count("no verdict yet") == 3
     # one seed of everything: large differences, but no verdicts before 3 seeds

@@ -82,19 +82,26 @@ def _ready(stats, key: tuple[str, str]) -> _Stat | None:
     return s if s is not None and s.n >= MIN_SEEDS else None
 
 
-def _verdict(wins: int, total: int, missing: bool, what: str) -> str:
+def _verdict(wins: int, losses: int, total: int, missing: bool, what: str) -> str:
+    """The verdict on ``total`` comparisons of which ``wins`` are clearly higher and ``losses`` clearly lower."""
     if missing:
         return _NOT_YET
     if wins == total:
         return "holds"
+    if losses == 0:
+        detail = f"all {total} within the spread" if wins == 0 else ""
+    elif losses == total:
+        detail = f"clearly lower in all {total}"
+    else:
+        detail = f"clearly lower in {losses} of {total}" + (", the rest within the spread" if wins == 0 else "")
     if wins == 0:
-        return "does not hold at our scale"
-    return f"partly: {what} in {wins} of {total} comparisons"
+        return f"does not hold at our scale ({detail})"
+    return f"partly: {what} in {wins} of {total} comparisons" + (f", {detail}" if detail else "")
 
 
 def _head_verdict(stats, acts: Sequence[str]) -> tuple[str, list[str]]:
     """C in the head against ReLU, A and B in the head, for every backbone activation."""
-    notes, wins, total, missing = [], 0, 0, False
+    notes, wins, losses, total, missing = [], 0, 0, 0, False
     for backbone_act in acts:
         ours = _ready(stats, (backbone_act, "dyrelu_c"))
         parts = []
@@ -106,15 +113,16 @@ def _head_verdict(stats, acts: Sequence[str]) -> tuple[str, list[str]]:
             d = ours.diff(other)
             total += 1
             wins += d[0] > d[1]
+            losses += d[0] < -d[1]
             parts.append(f"− {_NAMES.get(head_act, head_act)} head {format_difference(*d)} ({describe_difference(*d)})")
         if parts:
             notes.append(f"{_NAMES.get(backbone_act, backbone_act)} backbone: C head " + "; ".join(parts))
-    return _verdict(wins, total, missing, "C in the head is clearly best"), notes
+    return _verdict(wins, losses, total, missing, "C in the head is clearly best"), notes
 
 
 def _backbone_verdict(stats, acts: Sequence[str]) -> tuple[str, list[str]]:
     """B and C in the backbone against ReLU in the backbone, for every head activation."""
-    notes, wins, total, missing = [], 0, 0, False
+    notes, wins, losses, total, missing = [], 0, 0, 0, False
     for head_act in acts:
         base = _ready(stats, ("relu", head_act))
         parts = []
@@ -126,12 +134,13 @@ def _backbone_verdict(stats, acts: Sequence[str]) -> tuple[str, list[str]]:
             d = ours.diff(base)
             total += 1
             wins += d[0] > d[1]
+            losses += d[0] < -d[1]
             parts.append(
                 f"{_NAMES[backbone_act]} backbone − ReLU backbone {format_difference(*d)} ({describe_difference(*d)})"
             )
         if parts:
             notes.append(f"{_NAMES.get(head_act, head_act)} head: " + "; ".join(parts))
-    return _verdict(wins, total, missing, "B/C in the backbone clearly beat ReLU"), notes
+    return _verdict(wins, losses, total, missing, "B/C in the backbone clearly beat ReLU"), notes
 
 
 def _head_below_relu(stats) -> tuple[str, list[str]]:
