@@ -34,3 +34,9 @@ def test_readme_example_runs():
     assert blocks, "README has no python example"
     for block in blocks:
         exec(compile(block, str(README), "exec"), {})
+
+
+def test_readme_lists_every_registered_activation():
+    row = next(line for line in README.read_text().splitlines() if "the activation registry:" in line)
+    listed = set(re.split(r"[,/ ]+", row.split("the activation registry:")[1].strip(" |")))
+    assert listed == set(dyrelu.list_acts())
