@@ -179,6 +179,28 @@ def test_default_grid_leaves_out_c5_and_the_report_says_so(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("gains", "expected"),
+    [
+        ((3.0, 2.0, 1.0, 1.0), "holds"),
+        ((1.0, 1.0, 1.0, 1.0), "partly: DY-ReLU-B beats ReLU everywhere, but the gain does not clearly shrink"),
+        ((1.0, 0.0, 0.0, 0.0), "partly: DY-ReLU-B beats ReLU on some networks only"),
+        ((0.0, 0.1, -0.1, 0.0), "does not hold at our scale: DY-ReLU-B is within the spread of ReLU on every network"),
+        ((0.0, 0.0, 0.0, -1.0), "does not hold at our scale: DY-ReLU-B is clearly below ReLU on resnet10"),
+    ],
+)
+def test_c1_verdict(tmp_path, gains, expected):
+    models = ("mobilenetv2_035", "mobilenetv2_050", "mobilenetv2_100", "resnet10")
+    rows = []
+    for seed, jitter in enumerate((-0.2, 0.0, 0.2)):
+        for model, gain in zip(models, gains, strict=True):
+            rows.append(_row(model, "relu", seed, 90.0 + jitter))
+            rows.append(_row(model, "dyrelu_b", seed, 90.0 + gain + jitter))
+    text = make_report(_write(tmp_path / "r.csv", rows), select_claims(["C1"]))
+    (line,) = [line for line in text.splitlines() if line.startswith("| C1 |")]
+    assert expected in line
+
+
+@pytest.mark.parametrize(
     ("aprelu", "expected"),
     [(90.5, "holds"), (92.0, "does not hold at our scale: no clear difference"), (94.0, "APReLU is clearly higher")],
 )

@@ -165,7 +165,10 @@ def _verdict_c1(claim: Claim, stats) -> tuple[str, list[str]]:
         return "partly: DY-ReLU-B beats ReLU everywhere, but the gain does not clearly shrink with size", notes
     if any(d > spread for _, d, spread in gains):
         return "partly: DY-ReLU-B beats ReLU on some networks only", notes
-    return "does not hold at our scale", notes
+    below = [model for model, d, spread in gains if d < -spread]
+    if below:
+        return f"does not hold at our scale: DY-ReLU-B is clearly below ReLU on {', '.join(below)}", notes
+    return "does not hold at our scale: DY-ReLU-B is within the spread of ReLU on every network", notes
 
 
 def _pairs(claim: Claim, stats, labels: Sequence[str]) -> dict[str, Stat] | None:
