@@ -315,8 +315,8 @@ def _budget_lines(rows: Sequence[dict[str, str]], command: str) -> list[str]:
 
     seconds = sum(float(r["train_seconds"]) for r in rows)
     return [
-        f"Produced by `{command}`, then `dyrelu report` (this file is generated from `results/` and "
-        "regenerates byte for byte).",
+        f"Produced by `{command}`, then `dyrelu report` (both: `make reproduce`; this file is generated from "
+        "`results/` and regenerates byte for byte).",
         "",
         f"- runs: {len(rows)}; seeds per configuration: {values('seed')}",
         f"- data: Fashion-MNIST (the real dataset), training fraction {values('data_fraction')} "
@@ -324,7 +324,8 @@ def _budget_lines(rows: Sequence[dict[str, str]], command: str) -> list[str]:
         f"- epochs: {values('epochs')}; batch size {values('batch_size')}; SGD with Nesterov momentum, "
         "cosine schedule with 1 warm-up epoch, label smoothing 0.1",
         f"- threads per run: {values('threads')}; torch {values('torch')}; commits {values('commit')}",
-        f"- total training time: {seconds / 3600:.2f} CPU-process hours",
+        f"- total training time: {seconds / 3600:.2f} process hours (one thread each; two at a time on 2 cores "
+        f"is about {seconds / 7200:.1f} h of wall time)",
     ]
 
 
@@ -347,7 +348,7 @@ def _incomplete(claim: Claim, stats) -> str | None:
 
 
 def make_report(
-    rows: Sequence[dict[str, str]], claims: Sequence[Claim] = CLAIMS, command: str = "dyrelu compare"
+    rows: Sequence[dict[str, str]], claims: Sequence[Claim] = CLAIMS, command: str = "dyrelu compare --jobs 2"
 ) -> str:
     """REPRODUCTION.md's text for the result ``rows`` (as :func:`dyrelu.experiments.read_results` returns).
 
