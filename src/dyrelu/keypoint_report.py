@@ -169,7 +169,8 @@ def _budget_lines(rows: Sequence[dict[str, str]]) -> list[str]:
     cpu = [float(r["cpu_seconds"]) for r in rows if r.get("cpu_seconds") not in (None, "")]
     cpu_text = f"median {statistics.median(cpu):.0f} s, max {max(cpu):.0f} s" if cpu else "not recorded"
     return [
-        "Produced by `dyrelu keypoints grid`, then `dyrelu keypoints report` (generated from the results CSV).",
+        "Produced by `dyrelu keypoints grid --jobs 2`, then `dyrelu report` (both: `make reproduce`; this section is "
+        "generated from `results/keypoints.csv`, also alone by `dyrelu keypoints report`).",
         "",
         f"- runs: {len(rows)}; seeds per configuration: {values('seed')}; backbone {values('backbone')} cut at "
         f"output stride {values('output_stride')}, two deconvolution layers doubling the resolution each "
