@@ -24,9 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "the command can be stopped and restarted at any time."
         ),
     )
-    parser.add_argument(
-        "--claims", default=None, help="comma-separated claims (default all but C5, which runs only when named)"
-    )
+    parser.add_argument("--claims", default=None, help="comma-separated claims, for example C1,C4 (default: all)")
     parser.add_argument("--results", default="results/grid.csv", help="the results CSV (default results/grid.csv)")
     parser.add_argument("--runs-dir", default="runs/grid", help="checkpoints and logs per run (default runs/grid)")
     parser.add_argument("--data-dir", default=None, help="the Fashion-MNIST folder (default: the system's)")
