@@ -82,65 +82,75 @@ def _ready(stats, key: tuple[str, str]) -> _Stat | None:
     return s if s is not None and s.n >= MIN_SEEDS else None
 
 
-def _verdict(wins: int, losses: int, total: int, missing: bool, what: str) -> str:
-    """The verdict on ``total`` comparisons of which ``wins`` are clearly higher and ``losses`` clearly lower."""
-    if missing:
-        return _NOT_YET
-    if wins == total:
-        return "holds"
-    if losses == 0:
-        detail = f"all {total} within the spread" if wins == 0 else ""
-    elif losses == total:
-        detail = f"clearly lower in all {total}"
-    else:
-        detail = f"clearly lower in {losses} of {total}" + (", the rest within the spread" if wins == 0 else "")
-    if wins == 0:
-        return f"does not hold at our scale ({detail})"
-    return f"partly: {what} in {wins} of {total} comparisons" + (f", {detail}" if detail else "")
+@dataclass
+class _Tally:
+    """Comparisons of one question: how many are clearly higher, clearly lower, and whether any is missing."""
+
+    wins: int = 0
+    losses: int = 0
+    total: int = 0
+    missing: bool = False
+
+    def compare(self, ours: _Stat | None, other: _Stat | None) -> tuple[float, float] | None:
+        """Count ``ours − other`` (None, and the question waits, when either lacks seeds)."""
+        if ours is None or other is None:
+            self.missing = True
+            return None
+        d = ours.diff(other)
+        self.total += 1
+        self.wins += d[0] > d[1]
+        self.losses += d[0] < -d[1]
+        return d
+
+    def verdict(self, what: str) -> str:
+        if self.missing:
+            return _NOT_YET
+        wins, losses, total = self.wins, self.losses, self.total
+        if wins == total:
+            return "holds"
+        if losses == 0:
+            detail = f"all {total} within the spread" if wins == 0 else ""
+        elif losses == total:
+            detail = f"clearly lower in all {total}"
+        else:
+            detail = f"clearly lower in {losses} of {total}" + (", the rest within the spread" if wins == 0 else "")
+        if wins == 0:
+            return f"does not hold at our scale ({detail})"
+        return f"partly: {what} in {wins} of {total} comparisons" + (f", {detail}" if detail else "")
+
+
+def _compared(d: tuple[float, float]) -> str:
+    return f"{format_difference(*d)} ({describe_difference(*d)})"
 
 
 def _head_verdict(stats, acts: Sequence[str]) -> tuple[str, list[str]]:
     """C in the head against ReLU, A and B in the head, for every backbone activation."""
-    notes, wins, losses, total, missing = [], 0, 0, 0, False
+    notes, tally = [], _Tally()
     for backbone_act in acts:
         ours = _ready(stats, (backbone_act, "dyrelu_c"))
-        parts = []
-        for head_act in (a for a in acts if a != "dyrelu_c"):
-            other = _ready(stats, (backbone_act, head_act))
-            if ours is None or other is None:
-                missing = True
-                continue
-            d = ours.diff(other)
-            total += 1
-            wins += d[0] > d[1]
-            losses += d[0] < -d[1]
-            parts.append(f"− {_NAMES.get(head_act, head_act)} head {format_difference(*d)} ({describe_difference(*d)})")
+        parts = [
+            f"− {_NAMES.get(head_act, head_act)} head {_compared(d)}"
+            for head_act in acts
+            if head_act != "dyrelu_c" and (d := tally.compare(ours, _ready(stats, (backbone_act, head_act))))
+        ]
         if parts:
             notes.append(f"{_NAMES.get(backbone_act, backbone_act)} backbone: C head " + "; ".join(parts))
-    return _verdict(wins, losses, total, missing, "C in the head is clearly best"), notes
+    return tally.verdict("C in the head is clearly best"), notes
 
 
 def _backbone_verdict(stats, acts: Sequence[str]) -> tuple[str, list[str]]:
     """B and C in the backbone against ReLU in the backbone, for every head activation."""
-    notes, wins, losses, total, missing = [], 0, 0, 0, False
+    notes, tally = [], _Tally()
     for head_act in acts:
         base = _ready(stats, ("relu", head_act))
-        parts = []
-        for backbone_act in ("dyrelu_b", "dyrelu_c"):
-            ours = _ready(stats, (backbone_act, head_act))
-            if ours is None or base is None:
-                missing = True
-                continue
-            d = ours.diff(base)
-            total += 1
-            wins += d[0] > d[1]
-            losses += d[0] < -d[1]
-            parts.append(
-                f"{_NAMES[backbone_act]} backbone − ReLU backbone {format_difference(*d)} ({describe_difference(*d)})"
-            )
+        parts = [
+            f"{_NAMES[backbone_act]} backbone − ReLU backbone {_compared(d)}"
+            for backbone_act in ("dyrelu_b", "dyrelu_c")
+            if (d := tally.compare(_ready(stats, (backbone_act, head_act)), base))
+        ]
         if parts:
             notes.append(f"{_NAMES.get(head_act, head_act)} head: " + "; ".join(parts))
-    return _verdict(wins, losses, total, missing, "B/C in the backbone clearly beat ReLU"), notes
+    return tally.verdict("B/C in the backbone clearly beat ReLU"), notes
 
 
 def _head_below_relu(stats) -> tuple[str, list[str]]:
@@ -152,9 +162,7 @@ def _head_below_relu(stats) -> tuple[str, list[str]]:
         if s is None or base is None:
             return _NOT_YET, []
         d = s.diff(base)
-        notes.append(
-            f"ReLU backbone: {_NAMES[head_act]} head − ReLU head {format_difference(*d)} ({describe_difference(*d)})"
-        )
+        notes.append(f"ReLU backbone: {_NAMES[head_act]} head − ReLU head {_compared(d)}")
         if d[0] < -d[1]:
             below.append(_NAMES[head_act])
     return ("seen: " + " and ".join(below) + " clearly below ReLU" if below else "not seen"), notes
