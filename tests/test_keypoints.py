@@ -259,6 +259,10 @@ def test_checkpoint_errors(tmp_path):
     fit(train.replace(batch_size=16, threads=1, tensorboard=False), tmp_path / "cls", model=net)
     with pytest.raises(CheckpointError, match="not a keypoint checkpoint"):
         keypoint_model_from_checkpoint(tmp_path / "cls")
+    state = torch.load(tmp_path / "kp" / "last.pt", weights_only=True)
+    state["model"] = {name: value[..., :1] if value.dim() else value for name, value in state["model"].items()}
+    with pytest.raises(CheckpointError, match="the weights in the checkpoint do not fit the model"):
+        keypoint_model_from_checkpoint(state)
 
 
 # -- the grid and the report ----------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from dyrelu.train.checkpoint import (
     load_checkpoint,
     load_taus,
 )
+from dyrelu.train.evaluation import load_model_state
 from dyrelu.train.runtime import (
     set_cpu_threads,
 )
@@ -198,11 +199,7 @@ def keypoint_model_from_checkpoint(
         model = build_keypoint_model(config)
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"cannot rebuild the model of {where}: {err}") from None
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        detail = " ".join(str(err).split())[:300]
-        raise CheckpointError(f"the weights in {where} do not fit the model: {detail}") from None
+    load_model_state(model, state["model"], where)
     load_taus(model, state.get("taus", {}))
     return model.to(device).eval(), state
 
