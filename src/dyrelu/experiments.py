@@ -29,11 +29,14 @@ __all__ = [
     "COLUMNS",
     "DEFAULT_BUDGET",
     "DEFAULT_CLAIMS",
+    "RECIPE_BUDGET",
+    "RECIPE_CLAIM",
     "Budget",
     "Claim",
     "Config",
     "RunSpec",
     "append_row",
+    "claims_budget",
     "pending_runs",
     "plan_runs",
     "read_results",
@@ -56,6 +59,12 @@ COLUMNS = (
     "test_acc",
     "test_loss",
     "train_acc",
+    "val_acc",
+    "val_size",
+    "train_kwargs",
+    "dyn_median",
+    "dyn_max",
+    "dyn_b_median",
     "params",
     "madds",
     "train_seconds",
@@ -68,12 +77,18 @@ COLUMNS = (
 
 @dataclass(frozen=True)
 class Config:
-    """A network with an activation: what a claim compares. ``act_kwargs`` as sorted (key, value) pairs."""
+    """A network with an activation: what a claim compares. ``act_kwargs`` as sorted (key, value) pairs.
+
+    ``train_kwargs`` (sorted pairs too) are :class:`~dyrelu.train.TrainConfig` fields that belong to the
+    configuration rather than to the budget: the DY-ReLU recipe's ``hyper_lr_scale``,
+    ``hyper_weight_decay`` and ``act_context``.
+    """
 
     model: str
     act: str
     act_kwargs: tuple[tuple[str, Any], ...] = ()
     label: str = ""
+    train_kwargs: tuple[tuple[str, Any], ...] = ()
 
     @property
     def k(self) -> int | None:
@@ -86,7 +101,8 @@ class Config:
     @property
     def name(self) -> str:
         """A stable, readable identifier: ``model-act[-key=value...]``."""
-        parts = [self.model, self.act] + [f"{key}={value}" for key, value in self.act_kwargs]
+        pairs = (*self.act_kwargs, *self.train_kwargs)
+        parts = [self.model, self.act] + [f"{key}={value}" for key, value in pairs]
         return "-".join(parts)
 
     @property
@@ -100,20 +116,28 @@ class RunSpec:
 
     config: Config
     seed: int
+    budget_name: str = ""
 
     @property
     def run_id(self) -> str:
-        return f"{self.config.name}-seed{self.seed}"
+        tag = f"-{self.budget_name}" if self.budget_name else ""
+        return f"{self.config.name}-seed{self.seed}{tag}"
 
 
 @dataclass(frozen=True)
 class Claim:
-    """A claim of the paper as a comparison: ``configs`` against the ReLU ``baseline`` of the same model."""
+    """A claim of the paper as a comparison: ``configs`` against the ReLU ``baseline`` of the same model.
+
+    ``budget``: the claim's own training budget (``None``: the grid's shared one), with its rows in their
+    own ``results`` file.
+    """
 
     name: str
     title: str
     statement: str
     configs: tuple[Config, ...]
+    budget: Budget | None = None
+    results: str = "results/grid.csv"
 
 
 @dataclass(frozen=True)
@@ -128,14 +152,20 @@ class Budget:
     lr: float = 0.1
     warmup_epochs: float = 1.0
     seeds: tuple[int, ...] = (0, 1, 2)
+    val_size: int = 0
+    name: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 DEFAULT_BUDGET = Budget()
 
+#: The recipe study's budget: 2 epochs of the full training set minus 5,000 validation images (about 860
+#: SGD steps), long enough for a hyper function to move; runs are tagged ``-recipe`` in their ids.
+RECIPE_BUDGET = Budget(epochs=2, data_fraction=1.0, val_size=5000, name="recipe")
 
-def _cfg(model: str, act: str, label: str = "", **act_kwargs: Any) -> Config:
-    return Config(model, act, tuple(sorted(act_kwargs.items())), label)
+
+def _cfg(model: str, act: str, label: str = "", train: dict[str, Any] | None = None, **act_kwargs: Any) -> Config:
+    return Config(model, act, tuple(sorted(act_kwargs.items())), label, tuple(sorted((train or {}).items())))
 
 
 _SMALL = "mobilenetv2_035"
@@ -212,9 +242,49 @@ CLAIMS: tuple[Claim, ...] = (
 )
 
 
-#: The claims ``dyrelu compare`` runs by default: all of them (REPRODUCTION.md gives the grid's measured
-#: total time, within the plan's ~4 hours on 2 cores).
-DEFAULT_CLAIMS: tuple[Claim, ...] = CLAIMS
+#: The recipe study: how DY-ReLU-B trained from scratch develops dynamics (and what it costs in accuracy).
+RECIPE_CLAIM = Claim(
+    "R1",
+    "A training recipe for DY-ReLU-B from scratch",
+    "Some recipe lets DY-ReLU-B's layers develop dynamics (median slope range above the static threshold) "
+    "while matching or beating ReLU's validation accuracy.",
+    (
+        _cfg(_SMALL, "relu"),
+        _cfg(_SMALL, "dyrelu_b", "zero init (exact ReLU at start)"),
+        _cfg(
+            _SMALL,
+            "dyrelu_b",
+            "zero init, hyper lr ×3, no hyper decay",
+            {"hyper_lr_scale": 3.0, "hyper_weight_decay": False},
+        ),
+        _cfg(_SMALL, "dyrelu_b", "linear init (authors')", zero_init_last=False),
+        _cfg(_SMALL, "dyrelu_b", "linear init, no hyper decay", {"hyper_weight_decay": False}, zero_init_last=False),
+        _cfg(_SMALL, "dyrelu_b", "linear init, block context", {"act_context": "block"}, zero_init_last=False),
+    ),
+    budget=RECIPE_BUDGET,
+    results="results/recipe.csv",
+)
+
+CLAIMS = (*CLAIMS, RECIPE_CLAIM)
+
+#: The claims ``dyrelu compare`` runs by default: every claim of the shared budget (REPRODUCTION.md gives
+#: the grid's measured total time, within the plan's ~4 hours on 2 cores). Claims with a budget of their
+#: own (the recipe study R1) run when named.
+DEFAULT_CLAIMS: tuple[Claim, ...] = tuple(c for c in CLAIMS if c.budget is None)
+
+
+def claims_budget(claims: Sequence[Claim]) -> tuple[Budget, str]:
+    """The budget and results file that ``claims`` share: their own, or the grid's shared ones.
+
+    Raises:
+        ValueError: the claims have different budgets (run them separately).
+    """
+    budgets = [c.budget or DEFAULT_BUDGET for c in claims]
+    results = {c.results for c in claims}
+    if any(b != budgets[0] for b in budgets) or len(results) > 1:
+        names = ", ".join(f"{c.name} ({c.results})" for c in claims)
+        raise ValueError(f"expected claims of one budget, got {names}: run them separately")
+    return budgets[0], results.pop()
 
 
 def select_claims(names: Iterable[str] | None = None) -> tuple[Claim, ...]:
@@ -229,7 +299,7 @@ def select_claims(names: Iterable[str] | None = None) -> tuple[Claim, ...]:
     return tuple(known[n] for n in wanted)
 
 
-def plan_runs(claims: Sequence[Claim], seeds: Sequence[int]) -> list[tuple[RunSpec, list[str]]]:
+def plan_runs(claims: Sequence[Claim], seeds: Sequence[int], budget_name: str = "") -> list[tuple[RunSpec, list[str]]]:
     """Unique runs of ``claims`` with the claims each serves, in a stable order (seed-major).
 
     Seed-major order means an interrupted grid has every configuration at the same number of seeds.
@@ -237,11 +307,11 @@ def plan_runs(claims: Sequence[Claim], seeds: Sequence[int]) -> list[tuple[RunSp
     owners: dict[Config, list[str]] = {}
     for claim in claims:
         for config in claim.configs:
-            key = Config(config.model, config.act, config.act_kwargs)
+            key = Config(config.model, config.act, config.act_kwargs, train_kwargs=config.train_kwargs)
             owners.setdefault(key, [])
             if claim.name not in owners[key]:
                 owners[key].append(claim.name)
-    return [(RunSpec(config, seed), names) for seed in seeds for config, names in owners.items()]
+    return [(RunSpec(config, seed, budget_name), names) for seed in seeds for config, names in owners.items()]
 
 
 # -- the results file ------------------------------------------------------------------------------------
@@ -293,6 +363,7 @@ def _train_one(spec: RunSpec, claims: list[str], budget: Budget, runs_dir: str, 
     """Train one run (resuming its checkpoint if any) and return its results row. Runs in a worker."""
     import torch
 
+    from dyrelu.analysis.summary import DYNAMICS_COLUMNS
     from dyrelu.profile import profile_model
     from dyrelu.train import TrainConfig, fit
 
@@ -308,9 +379,11 @@ def _train_one(spec: RunSpec, claims: list[str], budget: Budget, runs_dir: str, 
         batch_size=budget.batch_size,
         lr=budget.lr,
         warmup_epochs=budget.warmup_epochs,
+        val_size=budget.val_size,
         seed=spec.seed,
         threads=threads,
         tensorboard=False,
+        **dict(config.train_kwargs),
         **budget.extra,
     )
     result = fit(train_config, Path(runs_dir) / spec.run_id, resume=True)
@@ -334,6 +407,10 @@ def _train_one(spec: RunSpec, claims: list[str], budget: Budget, runs_dir: str, 
         "test_acc": f"{float(last['test_acc']):.2f}",
         "test_loss": f"{float(last['test_loss']):.4f}",
         "train_acc": f"{float(last['train_acc']):.2f}",
+        "val_acc": f"{float(last['val_acc']):.2f}" if "val_acc" in last else "",
+        "val_size": budget.val_size or "",
+        "train_kwargs": json.dumps(dict(config.train_kwargs), sort_keys=True) if config.train_kwargs else "",
+        **{key: f"{float(last[key]):.4g}" for key in DYNAMICS_COLUMNS if key in last},
         "params": profile.params,
         "madds": profile.madds,
         "train_seconds": f"{train_seconds:.1f}",
@@ -353,7 +430,8 @@ def pending_runs(
         for row in read_results(results)
         if row["epochs"] == str(budget.epochs) and row["data_fraction"] == str(budget.data_fraction)
     }
-    return [(spec, names) for spec, names in plan_runs(claims, budget.seeds) if spec.run_id not in done]
+    planned = plan_runs(claims, budget.seeds, budget.name)
+    return [(spec, names) for spec, names in planned if spec.run_id not in done]
 
 
 def run_grid(
@@ -378,7 +456,7 @@ def run_grid(
         log: receives one line per event.
     """
     check_jobs(jobs)
-    planned = plan_runs(claims, budget.seeds)
+    planned = plan_runs(claims, budget.seeds, budget.name)
     todo = pending_runs(results, claims, budget)
     todo = select_todo(len(planned), todo, limit, log)
     log(f"running {len(todo)}, {jobs} at once")

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import UninitializedParameter
 
 from dyrelu import functional as DF
 from dyrelu._lazy import LazyChannels
@@ -28,6 +30,13 @@ def _default_init(values: Sequence[float] | None, k: int, first: float, name: st
     return values
 
 
+def _linear_init(weight: Tensor, bias: Tensor) -> None:
+    """nn.Linear's initialisation (uniform, bound ``1/sqrt(fan_in)`` for the bias)."""
+    nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+    bound = 1.0 / math.sqrt(weight.shape[1])
+    nn.init.uniform_(bias, -bound, bound)
+
+
 class _DyReLUBase(LazyChannels):
     """Shared machinery: argument checks, layouts, lazy channels and the hyper function θ(x)."""
 
@@ -43,6 +52,8 @@ class _DyReLUBase(LazyChannels):
         lambda_b: float = 0.5,
         init_a: Sequence[float] | None = None,
         init_b: Sequence[float] | None = None,
+        zero_init_last: bool = True,
+        context_channels: int | None = None,
         channels_last: bool = False,
         inplace: bool = False,
         device: torch.device | str | None = None,
@@ -58,50 +69,103 @@ class _DyReLUBase(LazyChannels):
         self.lambda_b = float(lambda_b)
         self.init_a = _default_init(init_a, k, 1.0, "init_a")
         self.init_b = _default_init(init_b, k, 0.0, "init_b")
+        if context_channels is not None and (not isinstance(context_channels, int) or context_channels < 1):
+            raise ValueError(f"expected context_channels to be a positive integer or None, got {context_channels!r}")
+        self.last_init = "zero" if zero_init_last else "linear"
+        self.context_channels = context_channels
         self.channels_last = channels_last
         del inplace  # accepted for act_layer compatibility; the output is always a new tensor
         super().__init__(channels, device=device, dtype=dtype)
 
     # -- construction -------------------------------------------------------------------------------
     def _shapes(self, channels: int) -> dict[str, tuple[int, ...]]:
-        hidden = max(channels // self.reduction, 1)
+        context = self.context_channels or channels
+        hidden = max(context // self.reduction, 1)
         out = 2 * self.k * (channels if self._per_channel else 1)
         return {
-            "fc1_weight": (hidden, channels),
+            "fc1_weight": (hidden, context),
             "fc1_bias": (hidden,),
             "fc2_weight": (out, hidden),
             "fc2_bias": (out,),
         }
 
-    def _channels_from(self, name: str, value: Tensor) -> int:
-        return value.shape[1]
+    def _channels_from_state(self, state_dict, prefix: str) -> tuple[int, int | None] | None:
+        fc1, fc2 = state_dict.get(prefix + "fc1_weight"), state_dict.get(prefix + "fc2_weight")
+        if fc1 is None or fc2 is None or isinstance(fc1, UninitializedParameter):
+            return None
+        context = fc1.shape[1]
+        if not self._per_channel:  # DY-ReLU-A: C is not in the state; the context is assumed to be x itself
+            return context, self.context_channels
+        channels = fc2.shape[0] // (2 * self.k)
+        return channels, (None if context == channels and self.context_channels is None else context)
+
+    def _lazy_load_hook(self, state_dict, prefix, *args) -> None:
+        LazyModuleMixin._lazy_load_hook(self, state_dict, prefix, *args)
+        found = self._channels_from_state(state_dict, prefix) if self.channels is None else None
+        if found is not None:
+            self.channels, self.context_channels = found
+
+    def initialize_parameters(self, x: Tensor, context: Tensor | None = None) -> None:
+        if self.has_uninitialized_params() and context is not None and self.context_channels is None:
+            self.context_channels = self._channel_count(context)
+        super().initialize_parameters(x)
 
     def reset_parameters(self) -> None:
-        """The first FC as nn.Linear initialises it; the last FC at zero, so that a fresh module is ReLU."""
-        nn.init.kaiming_uniform_(self.fc1_weight, a=math.sqrt(5))
-        bound = 1.0 / math.sqrt(self.fc1_weight.shape[1])
-        nn.init.uniform_(self.fc1_bias, -bound, bound)
-        nn.init.zeros_(self.fc2_weight)
-        nn.init.zeros_(self.fc2_bias)
+        """The first FC as nn.Linear initialises it; the last FC at zero (a fresh module is ReLU) or, with
+        ``zero_init_last=False``, as nn.Linear initialises it (the authors' code)."""
+        _linear_init(self.fc1_weight, self.fc1_bias)
+        if self.last_init == "zero":
+            nn.init.zeros_(self.fc2_weight)
+            nn.init.zeros_(self.fc2_bias)
+        else:
+            _linear_init(self.fc2_weight, self.fc2_bias)
+
+    def zero_init_last(self) -> None:
+        """Zero the hyper function's last layer: the module then computes α/β's static function (ReLU).
+
+        timm's convention: its networks built with ``zero_init_last=True`` (their default) call this method
+        on every module that has it, so a DY-ReLU inside a timm ResNet starts as ReLU whatever its own
+        ``zero_init_last`` argument said.
+        """
+        self.last_init = "zero"  # a lazy module zeroes them when it materialises
+        if not self.has_uninitialized_params():
+            with torch.no_grad():
+                self.fc2_weight.zero_()
+                self.fc2_bias.zero_()
 
     # -- hyper function θ(x) --------------------------------------------------------------------------
-    def hyper(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Coefficients ``a`` and ``b`` from the input (channels at dim 1).
+    def hyper(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Coefficients ``a`` and ``b`` from the input, or from ``context`` when given (channels at dim 1).
 
         Shape:
             - x: :math:`(N, C, *)`
+            - context: :math:`(N, C_{ctx}, *)`, any spatial size (it is averaged over its positions)
             - output: two tensors :math:`(N, C, K)` (DY-ReLU-B/C) or :math:`(N, 1, K)` (DY-ReLU-A).
         """
         dtype = self.fc1_weight.dtype
-        context = spatial_mean(x, dtype)  # (N, C)
-        hidden = F.relu(F.linear(context, self.fc1_weight, self.fc1_bias))
+        pooled = spatial_mean(x if context is None else context, dtype)  # (N, C_ctx)
+        hidden = F.relu(F.linear(pooled, self.fc1_weight, self.fc1_bias))
         residual = DF.normalize_residual(F.linear(hidden, self.fc2_weight, self.fc2_bias))  # (N, C'*2K)
         residual = residual.view(x.shape[0], self.channels if self._per_channel else 1, 2 * self.k)  # (N, C', 2K)
         return DF.coefficients(residual, self.init_a, self.init_b, self.lambda_a, self.lambda_b)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _context_first(self, context: Tensor | None, x: Tensor) -> Tensor | None:
+        """Check ``context`` against ``x`` (channels first) and return it with channels at dim 1."""
+        if context is None:
+            return None
+        expected = self.context_channels or self.channels
+        got = self._channel_count(context)
+        if got != expected or context.shape[0] != x.shape[0]:
+            where = "the last dim" if self.channels_last else "dim 1"
+            raise ValueError(
+                f"expected a context of {x.shape[0]} samples with {expected} channels at {where} (context_channels), "
+                f"got shape {tuple(context.shape)}"
+            )
+        return context.movedim(-1, 1) if self.channels_last else context
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         x = self._to_channels_first(x)
-        a, b = self.hyper(x)
+        a, b = self.hyper(x, self._context_first(context, x))
         return self._from_channels_first(DF.piecewise_max(x, a, b, self._scale(x)))
 
     def _scale(self, x: Tensor) -> Tensor | None:
@@ -117,6 +181,10 @@ class _DyReLUBase(LazyChannels):
             f"init_a={self.init_a}",
             f"init_b={self.init_b}",
         ]
+        if self.last_init != "zero":
+            parts.append("zero_init_last=False")
+        if self.context_channels is not None:
+            parts.append(f"context_channels={self.context_channels}")
         if self.channels_last:
             parts.append("channels_last=True")
         return ", ".join(parts)
@@ -140,8 +208,20 @@ class DyReLUA(_DyReLUBase):
         lambda_b: λ_b, the range of the intercepts' residual.
         init_a: α, the K initial slopes; ``None`` means ``(1, 0, ..., 0)``.
         init_b: β, the K initial intercepts; ``None`` means zeros.
+        zero_init_last: start the hyper function's last FC at zero, so that a fresh module computes
+            exactly α/β's function (ReLU): what :func:`~dyrelu.convert` needs for a trained network.
+            ``False`` initialises it as ``nn.Linear`` does (the authors' code): the module is dynamic
+            from the first step, which training from scratch may want (see the README's recipe). The
+            choice is kept in ``last_init`` (``"zero"`` or ``"linear"``); the method :meth:`zero_init_last`
+            (timm's name) zeroes the last FC again.
+        context_channels: the channels of a ``context`` tensor that the hyper function reads instead of
+            the input (``forward(x, context)``); ``None``: the input's own channel count, or inferred
+            from the first ``context`` passed to a lazy module. The paper's hyper function reads the
+            activation's own input (the default, ``context=None``); the authors' code can compute the
+            coefficients from another tensor (``[x_in, x_out]``), for example a block's input, which
+            has fewer channels than the expanded tensor it activates (a smaller hyper function).
         channels_last: the input is ``(N, *, C)`` (for example ``(N, L, C)`` tokens) instead of
-            ``(N, C, *)``.
+            ``(N, C, *)``; a ``context`` then is ``(N, *, C_ctx)`` too.
         inplace: accepted and ignored (the output is always a new tensor).
         device: device of the parameters.
         dtype: dtype of the parameters; inputs of another float dtype are accepted (the hyper function
@@ -172,6 +252,9 @@ class DyReLUB(_DyReLUBase):
         k: K, the number of pieces (``k=1``: affine, SE-like, no rectification).
         reduction: R, the hyper function's reduction ratio.
         lambda_a: λ_a. lambda_b: λ_b. init_a: α (``None``: ``(1, 0, ...)``). init_b: β (``None``: zeros).
+        zero_init_last: ``True`` (default): a fresh module is ReLU; ``False``: the last FC as nn.Linear.
+        context_channels: the channels of the ``context`` that the hyper function reads instead of the
+            input (see :class:`DyReLUA`).
         channels_last: the input is ``(N, *, C)``.
         inplace: accepted and ignored.
         device: device of the parameters. dtype: dtype of the parameters.
@@ -201,7 +284,9 @@ class DyReLUC(_DyReLUBase):
 
     Args:
         channels: C; ``None`` infers it on the first forward pass.
-        k, reduction, lambda_a, lambda_b, init_a, init_b: as for :class:`DyReLUB`.
+        k, reduction, lambda_a, lambda_b, init_a, init_b, zero_init_last, context_channels: as for
+            :class:`DyReLUA` (``zero_init_last=False`` also initialises the attention convolution as
+            ``nn.Conv2d`` does; the attention always reads the input ``x``, never the context).
         tau: τ, the softmax temperature (10 in the paper). A plain attribute: a training schedule
             may change it between steps.
         gamma: γ; ``None`` means ``HW / 3`` for each input's spatial size.
@@ -245,7 +330,18 @@ class DyReLUC(_DyReLUBase):
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
-        nn.init.zeros_(self.spatial_weight)
+        if self.last_init == "zero":
+            nn.init.zeros_(self.spatial_weight)
+        else:  # as nn.Conv2d(C, 1, 1) initialises its weight: uniform, bound 1/sqrt(C)
+            bound = 1.0 / math.sqrt(self.spatial_weight.shape[0])
+            nn.init.uniform_(self.spatial_weight, -bound, bound)
+
+    def zero_init_last(self) -> None:
+        """Zero the hyper function's last layer and the attention convolution (uniform π, see above)."""
+        super().zero_init_last()
+        if not self.has_uninitialized_params():
+            with torch.no_grad():
+                self.spatial_weight.zero_()
 
     def _scale(self, x: Tensor) -> Tensor:
         flat = x.flatten(2)  # (N, C, P)

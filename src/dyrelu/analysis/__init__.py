@@ -12,10 +12,11 @@ Paper: Chen et al., "Dynamic ReLU", ECCV 2020, https://arxiv.org/abs/2003.10027 
   hooked input;
 - for DY-ReLU-C, the spatial attention π of the first images and its statistics over all of them.
 
-:func:`dynamic_range` reduces the coefficients to one number per layer: their spread across inputs
-(0 for a static activation). The ``plot_*`` functions draw PNG files with matplotlib (imported only
-when plotting; figures are rendered by the Agg canvas without ``pyplot``, so neither the global backend
-nor an interactive session is touched), and :func:`visualize_dynamics` writes all of them plus a JSON
+:func:`dynamic_range` reduces the coefficients to one number per layer: their spread across inputs (0 for a static
+activation); :func:`dynamics_numbers` reduces a network to its median and maximum over layers, which every training
+run logs (below :data:`STATIC_THRESHOLD`, the run is static). The ``plot_*`` functions draw PNG files with
+matplotlib (imported only when plotting; figures are rendered by the Agg canvas without ``pyplot``, so neither the
+global backend nor an interactive session is touched), and :func:`visualize_dynamics` writes all of them plus a JSON
 summary into a folder.
 
 Example:
@@ -38,14 +39,19 @@ from dyrelu.analysis.plots import (
     plot_dynamics_grid,
     plot_scatter,
 )
+from dyrelu.analysis.summary import DYNAMICS_COLUMNS, STATIC_THRESHOLD, dynamics_numbers, is_static
 from dyrelu.analysis.visualize import FILES, visualize_dynamics
 
 __all__ = [
+    "DYNAMICS_COLUMNS",
     "FILES",
+    "STATIC_THRESHOLD",
     "LayerDynamics",
     "collect_dynamics",
     "dynamic_range",
+    "dynamics_numbers",
     "dyrelu_layers",
+    "is_static",
     "plot_attention",
     "plot_coefficients",
     "plot_dynamic_range",

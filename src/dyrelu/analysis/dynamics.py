@@ -194,12 +194,13 @@ class _Recorder:
         self.pi_max = -math.inf
         self.pi_mixed_sizes = False
 
-    def __call__(self, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+    def __call__(self, module: nn.Module, inputs: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         if not inputs or not isinstance(inputs[0], Tensor) or not isinstance(output, Tensor):
             return
         x = module._to_channels_first(inputs[0])  # (N, C, *S), as the module's forward sees it
         y = module._to_channels_first(output)
-        a, b = module.hyper(x)  # (N, C', K)
+        context = kwargs.get("context", inputs[1] if len(inputs) > 1 else None)
+        a, b = module.hyper(x, module._context_first(context, x))  # (N, C', K)
         self.a.append(a.detach().float().cpu())
         self.b.append(b.detach().float().cpu())
         self._sample(x.detach(), y.detach())
@@ -301,13 +302,13 @@ def collect_dynamics(
 ) -> list[LayerDynamics]:
     """Run ``model`` over ``images`` and record what each of its DY-ReLU layers does.
 
-    A forward hook on every DY-ReLU module (see :func:`dyrelu_layers`) receives its input and output;
-    channels-last modules' tensors are moved to channels-first as the module itself does. The hook
-    calls the module's ``hyper`` on the input to get the coefficients ``a``, ``b`` of every image, and
-    for DY-ReLU-C its ``_scale`` to get the spatial attention π. Of the input and output values, it
-    keeps ``ceil(points_per_layer / N)`` positions (channel and location) per image, drawn uniformly with
-    replacement by a generator seeded from ``(seed, layer, image index)``: the result depends only on
-    the arguments, not on ``batch_size``.
+    A forward hook on every DY-ReLU module (see :func:`dyrelu_layers`) receives its input and output; channels-last
+    modules' tensors are moved to channels-first as the module itself does. The hook calls the module's ``hyper`` on
+    the input (or on the ``context`` the module was given) to get the coefficients ``a``, ``b`` of every image, and
+    for DY-ReLU-C its ``_scale`` to get the spatial attention π. Of the input and output values, it keeps
+    ``ceil(points_per_layer / N)`` positions (channel and location) per image, drawn uniformly with replacement by a
+    generator seeded from ``(seed, layer, image index)``: the result depends only on the arguments, not on
+    ``batch_size``.
 
     The model runs in eval mode under ``torch.no_grad`` and gets its previous mode back. A module
     called several times per forward pass contributes one set of coefficients per call; a module the
@@ -354,7 +355,9 @@ def collect_dynamics(
     ]
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else images.device
-    handles = [module.register_forward_hook(rec) for (_, module), rec in zip(layers, recorders, strict=True)]
+    handles = [
+        module.register_forward_hook(rec, with_kwargs=True) for (_, module), rec in zip(layers, recorders, strict=True)
+    ]
     was_training = model.training
     model.eval()
     try:

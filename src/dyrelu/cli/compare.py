@@ -25,12 +25,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         ),
     )
     parser.add_argument("--claims", default=None, help="comma-separated claims, for example C1,C4 (default: all)")
-    parser.add_argument("--results", default="results/grid.csv", help="the results CSV (default results/grid.csv)")
+    parser.add_argument(
+        "--results",
+        default=None,
+        help="the results CSV (default: the claims' own, results/grid.csv; results/recipe.csv for R1)",
+    )
     parser.add_argument("--runs-dir", default="runs/grid", help="checkpoints and logs per run (default runs/grid)")
     parser.add_argument("--data-dir", default=None, help="the Fashion-MNIST folder (default: the system's)")
-    parser.add_argument("--epochs", type=int, default=b.epochs, help=f"epochs per run (default {b.epochs})")
     parser.add_argument(
-        "--data-fraction", type=float, default=b.data_fraction, help=f"training fraction (default {b.data_fraction})"
+        "--epochs", type=int, default=None, help=f"epochs per run (default: the claims' budget; grid {b.epochs})"
+    )
+    parser.add_argument(
+        "--data-fraction",
+        type=float,
+        default=None,
+        help=f"training fraction (default: the claims' budget; grid {b.data_fraction})",
     )
     parser.add_argument("--seeds", default=",".join(map(str, b.seeds)), help="comma-separated seeds (default 0,1,2)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once, one process each (default 2)")
@@ -42,17 +51,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from dyrelu.experiments import DEFAULT_BUDGET, pending_runs, run_grid, select_claims
+    from dyrelu.experiments import claims_budget, pending_runs, run_grid, select_claims
 
     try:
         claims = select_claims(args.claims.split(",") if args.claims else None)
         seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
+        base, results = claims_budget(claims)
     except ValueError as err:
         raise CLIError(str(err)) from err
     if args.jobs < 1:
         raise CLIError(f"expected --jobs >= 1, got {args.jobs}")
+    args.results = args.results or results
     budget = replace(
-        DEFAULT_BUDGET, epochs=args.epochs, data_fraction=args.data_fraction, seeds=seeds, data_dir=args.data_dir
+        base,
+        epochs=base.epochs if args.epochs is None else args.epochs,
+        data_fraction=base.data_fraction if args.data_fraction is None else args.data_fraction,
+        seeds=seeds,
+        data_dir=args.data_dir,
     )
     if args.dry_run:
         for spec, names in pending_runs(args.results, claims, budget):

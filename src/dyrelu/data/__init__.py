@@ -18,7 +18,7 @@ import os
 from typing import Any
 
 from dyrelu.data.cifar import load_cifar
-from dyrelu.data.dataset import DataError, ImageDataset, channel_stats
+from dyrelu.data.dataset import DataError, ImageDataset, channel_stats, holdout
 from dyrelu.data.folder import IMAGE_EXTENSIONS, load_image_folder
 from dyrelu.data.idx import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, load_fashion_mnist, read_idx
 from dyrelu.data.loader import BatchLoader, augment_batch, normalize_batch
@@ -34,6 +34,7 @@ __all__ = [
     "augment_batch",
     "channel_stats",
     "create_dataset",
+    "holdout",
     "list_datasets",
     "load_cifar",
     "load_fashion_mnist",

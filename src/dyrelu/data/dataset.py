@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-__all__ = ["DataError", "ImageDataset"]
+__all__ = ["DataError", "ImageDataset", "holdout"]
 
 
 class DataError(ValueError):
@@ -128,6 +128,33 @@ class ImageDataset:
             count = max(1, math.ceil(fraction * len(members) - 1e-9))
             keep.append(members[torch.randperm(len(members), generator=generator)[:count]])
         return self.subset(torch.cat(keep).sort().values)
+
+
+def holdout(dataset: ImageDataset, size: int, seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
+    """Split ``dataset`` into the rest and a class-stratified held-out set of about ``size`` images.
+
+    Each class gives ``round(size * count / len(dataset))`` images chosen by a permutation seeded with
+    ``seed`` (the same arguments always hold out the same images); both parts keep dataset order and the
+    dataset's statistics and augmentation.
+
+    Example:
+        >>> ds = ImageDataset(torch.zeros(20, 1, 2, 2, dtype=torch.uint8), torch.arange(20) % 2, ["a", "b"])
+        >>> rest, held = holdout(ds, 4)
+        >>> len(rest), len(held), held.labels.tolist()
+        (16, 4, [0, 1, 0, 1])
+    """
+    if not isinstance(size, int) or not 0 < size < len(dataset):
+        raise ValueError(f"expected a held-out size in [1, {len(dataset) - 1}] for {dataset.name}, got {size!r}")
+    generator = torch.Generator().manual_seed(seed)
+    held = []
+    for label in range(dataset.num_classes):
+        members = (dataset.labels == label).nonzero().flatten()
+        count = round(size * len(members) / len(dataset))
+        held.append(members[torch.randperm(len(members), generator=generator)[:count]])
+    held_idx = torch.cat(held).sort().values
+    mask = torch.ones(len(dataset), dtype=torch.bool)
+    mask[held_idx] = False
+    return dataset.subset(mask.nonzero().flatten()), dataset.subset(held_idx)
 
 
 def channel_stats(images: Tensor, max_images: int = 10000) -> tuple[tuple[float, ...], tuple[float, ...]]:

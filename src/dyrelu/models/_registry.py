@@ -48,6 +48,7 @@ def create_model(
     num_classes: int = 1000,
     in_chans: int = 3,
     small_input: bool = False,
+    act_context: str = "input",
     **act_kwargs,
 ) -> nn.Module:
     """Create the registered model ``name`` with activation ``act`` at the paper's placement.
@@ -65,6 +66,9 @@ def create_model(
         in_chans: the stem's input channels (1 for Fashion-MNIST).
         small_input: adapt the stem to 28×28 and 32×32 images (total stride 8 instead of 32; each
             family's docstring says how).
+        act_context: ``"input"`` (default): each DY-ReLU's hyper function reads the activation's own
+            input, as in the paper; ``"block"``: in MobileNetV2, the inverted residual's input (see
+            :class:`~dyrelu.models.MobileNetV2`; other families and activations raise ``ValueError``).
         **act_kwargs: passed to every activation, for example ``k=3`` or ``reduction=4`` for DY-ReLU.
 
     Example:
@@ -87,4 +91,14 @@ def create_model(
     for arg, value in (("num_classes", num_classes), ("in_chans", in_chans)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"expected {arg} to be a positive integer, got {value!r}")
-    return fn(act_layer=act_layer, num_classes=num_classes, in_chans=in_chans, small_input=small_input)
+    extra = {}
+    if act_context != "input":
+        if act is None or not str(act).lower().startswith("dyrelu"):
+            raise ValueError(f"act_context={act_context!r} needs a DY-ReLU activation (dyrelu_a/b/c), got act={act!r}")
+        extra["act_context"] = act_context
+    try:
+        return fn(act_layer=act_layer, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **extra)
+    except TypeError as err:
+        if extra and "act_context" in str(err):
+            raise ValueError(f"model {name!r} has no act_context option (it is for mobilenetv2_*)") from None
+        raise

@@ -9,12 +9,21 @@ construction.
 
 from __future__ import annotations
 
+import functools
+
 import torchvision.models as tvm
+from torch import Tensor
+from torchvision.models.mobilenetv2 import InvertedResidual
+from torchvision.ops.misc import Conv2dNormActivation
 
 from dyrelu.models._layers import ActLayer, new_stem_conv, replace_conv_norm_acts
 from dyrelu.models._registry import register_model
+from dyrelu.modules import _DyReLUBase
 
-__all__ = ["MobileNetV2"]
+__all__ = ["ACT_CONTEXTS", "MobileNetV2"]
+
+#: Where the hyper functions of a block's DY-ReLUs read their context (see :class:`MobileNetV2`).
+ACT_CONTEXTS = ("input", "block")
 
 # torchvision's table (t: expansion, c: channels, n: blocks, s: first block's stride).
 _SETTING = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]]
@@ -43,6 +52,13 @@ class MobileNetV2(tvm.MobileNetV2):
             block of the 24-channel stage stride 1 instead of 2; total stride 8 instead of 32, so the
             last feature map is 4×4 for 32×32 and 28×28 inputs (7×7 for 224×224 without it).
         dropout: dropout before the classifier.
+        act_context: what the hyper function of each inverted residual's DY-ReLUs reads. ``"input"``
+            (default, the paper's text): each activation's own input. ``"block"``: the block's input,
+            as the authors' module allows (it computes the coefficients from one tensor and applies them
+            to another); it has 6× fewer channels than the expanded tensor at expansion 6, so the hyper
+            functions are about 4× smaller, and both activations of a block see the same context. The
+            stem's and the last conv's activations read their own input either way. ``"block"`` needs
+            a DY-ReLU ``act_layer`` (it is called with ``context_channels=``).
 
     Shape:
         - Input: :math:`(N, C_{in}, H, W)`
@@ -58,7 +74,12 @@ class MobileNetV2(tvm.MobileNetV2):
         in_chans: int = 3,
         small_input: bool = False,
         dropout: float = 0.2,
+        act_context: str = "input",
     ) -> None:
+        if act_context not in ACT_CONTEXTS:
+            raise ValueError(f"unknown act_context {act_context!r}, expected one of {', '.join(ACT_CONTEXTS)}")
+        if act_context == "block" and act_layer is None:
+            raise ValueError("act_context='block' needs a DY-ReLU act_layer, got act_layer=None (ReLU6)")
         setting = [list(row) for row in _SETTING]
         if small_input:
             setting[1][3] = 1
@@ -68,8 +89,36 @@ class MobileNetV2(tvm.MobileNetV2):
         stem = self.features[0]
         if small_input or in_chans != 3:
             stem[0] = new_stem_conv(stem[0], in_chans, kernel_size=3, stride=1 if small_input else 2)
+        self.act_context = act_context
+        if act_context == "block":
+            for block in self.features:
+                if isinstance(block, InvertedResidual):
+                    in_channels = block.conv[0][0].in_channels
+                    replace_conv_norm_acts(block, functools.partial(act_layer, context_channels=in_channels))
+                    block.__class__ = BlockContextInvertedResidual
         if act_layer is not None:
             replace_conv_norm_acts(self.features, act_layer)
+
+
+class BlockContextInvertedResidual(InvertedResidual):
+    """torchvision's inverted residual whose DY-ReLUs read the block's input as their context.
+
+    Same modules and state-dict keys as :class:`~torchvision.models.mobilenetv2.InvertedResidual`; only
+    ``forward`` differs: each ``Conv2dNormActivation`` whose activation is a DY-ReLU calls it as
+    ``act(h, context=x)`` with ``x`` the block's input.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x
+        for layer in self.conv:
+            if isinstance(layer, Conv2dNormActivation) and isinstance(layer[-1], _DyReLUBase):
+                *inner, act = layer
+                for module in inner:
+                    h = module(h)
+                h = act(h, context=x)
+            else:
+                h = layer(h)
+        return x + h if self.use_res_connect else h
 
 
 def _create_mobilenetv2(width_mult: float, **kwargs) -> MobileNetV2:

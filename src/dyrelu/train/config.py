@@ -9,7 +9,7 @@ from typing import Any
 __all__ = ["MODEL_FIELDS", "TrainConfig"]
 
 #: Fields that define the network; a checkpoint rebuilds the model from them alone.
-MODEL_FIELDS = ("model", "act", "act_kwargs", "num_classes", "in_chans", "small_input")
+MODEL_FIELDS = ("model", "act", "act_kwargs", "act_context", "num_classes", "in_chans", "small_input")
 
 _OPTIMIZERS = ("sgd", "adamw")
 _AMP = ("none", "bf16", "fp16")
@@ -28,12 +28,17 @@ class TrainConfig:
     Args:
         model: a name of :func:`dyrelu.models.list_models`.
         act: a name of :func:`dyrelu.list_acts`, or ``None`` for the architecture's own activations.
-        act_kwargs: passed to every activation (for example ``{"k": 3}``).
+        act_kwargs: passed to every activation (for example ``{"k": 3}`` or ``{"zero_init_last": False}``).
+        act_context: where DY-ReLU hyper functions read their context: ``"input"`` (the paper) or
+            ``"block"`` (MobileNetV2's block input); see :func:`dyrelu.models.create_model`.
         num_classes, in_chans, small_input: passed to :func:`dyrelu.models.create_model`.
         data: a name of :func:`dyrelu.data.list_datasets`.
         data_dir: the data folder (``None``: the dataset's default).
         data_kwargs: options of the data source (synthetic: ``num_samples``, ``image_size``, ...).
-        data_fraction: train on a deterministic, class-stratified fraction of the training set.
+        data_fraction: train on a deterministic, class-stratified fraction of the training set (after
+            the validation images are held out).
+        val_size: hold out this many training images as a validation set (class-stratified, fixed:
+            the same images for every seed and model), evaluated each epoch (``val_acc``); 0: none.
         eval_fraction: evaluate on such a fraction of the test set.
         augment: the dataset's augmentation (random crop with padding, flip) in training.
         epochs: the number of epochs.
@@ -43,6 +48,9 @@ class TrainConfig:
         lr: the peak learning rate, reached after the warm-up, then cosine-annealed per step to ``min_lr``.
         momentum: SGD's momentum.
         weight_decay: applied to weights only (not to norms, biases or activation coefficients).
+        hyper_lr_scale: learning-rate multiplier for the DY-ReLU modules' parameters (their hyper functions).
+        hyper_weight_decay: whether the hyper functions' weights get ``weight_decay``
+            (see :func:`dyrelu.train.param_groups`).
         warmup_epochs: linear warm-up length, in epochs (fractions allowed).
         min_lr: the learning rate at the end of the cosine.
         label_smoothing: of the training loss.
@@ -51,6 +59,8 @@ class TrainConfig:
         tau_start: DY-ReLU-C's softmax temperature at the start, annealed linearly to ``tau_end`` over
             ``tau_epochs`` (``None``: the modules keep their own τ).
         tau_epochs, tau_end: see ``tau_start``.
+        dynamics_images: for networks with DY-ReLU layers, measure their dynamics each epoch on this many
+            test images (the first ones; :func:`dyrelu.analysis.dynamics_numbers`, ``dyn_*`` metrics); 0: never.
         seed: seeds the initialisation, the data order, the augmentation and dropout.
         workers: DataLoader processes building batches (results do not depend on it).
         threads: intra-op CPU threads per process (``None``: the available cores / local processes).
@@ -62,6 +72,7 @@ class TrainConfig:
     model: str = "mobilenetv2_050"
     act: str | None = "relu"
     act_kwargs: dict[str, Any] = field(default_factory=dict)
+    act_context: str = "input"
     num_classes: int | None = None
     in_chans: int | None = None
     small_input: bool | None = None
@@ -69,6 +80,7 @@ class TrainConfig:
     data_dir: str | None = None
     data_kwargs: dict[str, Any] = field(default_factory=dict)
     data_fraction: float = 1.0
+    val_size: int = 0
     eval_fraction: float = 1.0
     augment: bool = True
     epochs: int = 10
@@ -78,6 +90,8 @@ class TrainConfig:
     lr: float | None = None
     momentum: float = 0.9
     weight_decay: float | None = None
+    hyper_lr_scale: float = 1.0
+    hyper_weight_decay: bool = True
     warmup_epochs: float = 1.0
     min_lr: float = 0.0
     label_smoothing: float = 0.1
@@ -86,6 +100,7 @@ class TrainConfig:
     tau_start: float | None = None
     tau_epochs: float = 0.0
     tau_end: float = 1.0
+    dynamics_images: int = 256
     seed: int = 0
     workers: int = 0
     threads: int | None = None
@@ -104,6 +119,9 @@ class TrainConfig:
             ("epochs", self.epochs >= 1, "an integer >= 1"),
             ("batch_size", self.batch_size >= 1, "an integer >= 1"),
             ("data_fraction", 0.0 < self.data_fraction <= 1.0, "in (0, 1]"),
+            ("val_size", self.val_size >= 0, "an integer >= 0"),
+            ("hyper_lr_scale", self.hyper_lr_scale > 0, "> 0"),
+            ("dynamics_images", self.dynamics_images >= 0, "an integer >= 0"),
             ("eval_fraction", 0.0 < self.eval_fraction <= 1.0, "in (0, 1]"),
             ("warmup_epochs", self.warmup_epochs >= 0, ">= 0"),
             ("label_smoothing", 0.0 <= self.label_smoothing < 1.0, "in [0, 1)"),
@@ -114,6 +132,8 @@ class TrainConfig:
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"expected {name} {expected}, got {getattr(self, name)!r}")
+        if self.act_context not in ("input", "block"):
+            raise ValueError(f"unknown act_context {self.act_context!r}, expected 'input' or 'block'")
         if self.tau_start is not None and self.tau_start <= 0:
             raise ValueError(f"expected a positive tau_start, got {self.tau_start}")
         if self.lr is None:

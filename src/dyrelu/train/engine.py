@@ -20,7 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dyrelu.data import BatchLoader, DataError, ImageDataset, create_dataset
+from dyrelu.analysis.dynamics import dyrelu_layers
+from dyrelu.analysis.summary import dynamics_numbers
+from dyrelu.data import BatchLoader, DataError, ImageDataset, create_dataset, holdout, normalize_batch
 from dyrelu.train import distributed as D
 from dyrelu.train.checkpoint import (
     CheckpointError,
@@ -141,13 +143,28 @@ def _resolve(config: TrainConfig, train_set: ImageDataset, model_given: bool) ->
 
 def _load_data(config: TrainConfig) -> tuple[ImageDataset, ImageDataset]:
     common = {"augment": config.augment, **config.data_kwargs}
-    train_set = create_dataset(
-        config.data, config.data_dir, train=True, fraction=config.data_fraction, fraction_seed=0, **common
-    )
+    train_set = create_dataset(config.data, config.data_dir, train=True, **common)
     test_set = create_dataset(
         config.data, config.data_dir, train=False, fraction=config.eval_fraction, fraction_seed=0, **common
     )
     return train_set, test_set
+
+
+def _split_train(config: TrainConfig, train_set: ImageDataset) -> tuple[ImageDataset, ImageDataset | None]:
+    """The validation images held out first (fixed for every seed and fraction), then the data fraction."""
+    val_set = None
+    if config.val_size:
+        train_set, val_set = holdout(train_set, config.val_size, seed=0)
+        val_set.name = f"{train_set.name} (validation)"
+    return train_set.fraction(config.data_fraction, seed=0), val_set
+
+
+def _dynamics_images(config: TrainConfig, model: nn.Module, test_set: ImageDataset) -> torch.Tensor | None:
+    """The first ``config.dynamics_images`` test images, normalised, if the model has DY-ReLU layers."""
+    if not config.dynamics_images or not dyrelu_layers(model):
+        return None
+    images = test_set.images[: config.dynamics_images]
+    return normalize_batch(images, test_set.mean, test_set.std)
 
 
 def fit(
@@ -163,8 +180,11 @@ def fit(
 ) -> FitResult:
     """Train and evaluate a network; in a ``torchrun`` launch, with DistributedDataParallel.
 
-    Each epoch ends with an evaluation on the test set, a row of ``out_dir/metrics.csv`` and an
-    atomically written checkpoint ``out_dir/last.pt`` (rank 0 writes; the others only compute).
+    Each epoch ends with an evaluation on the test set (and on the validation images held out with
+    ``config.val_size``: ``val_acc``), the DY-ReLU layers' dynamics (``dyn_median``, ``dyn_max``, ``dyn_b_median``
+    on the first ``config.dynamics_images`` test images; networks with DY-ReLU only), a row of
+    ``out_dir/metrics.csv`` and an atomically written checkpoint ``out_dir/last.pt`` (rank 0 writes; the others only
+    compute).
 
     Args:
         config: the run's settings (``None`` fields are resolved from the data).
@@ -223,12 +243,15 @@ def _fit(
         loaded_train, loaded_test = _load_data(config)
         train_set = loaded_train if train_set is None else train_set
         test_set = loaded_test if test_set is None else test_set
+    train_set, val_set = _split_train(config, train_set)
     test_set = ImageDataset(
         test_set.images, test_set.labels, test_set.classes, train_set.mean, train_set.std, test_set.name
     )
     config = _resolve(config, train_set, model is not None)
     if state is not None:
-        check_resume(config.to_dict(), state["config"], _FIXED_ON_RESUME, ckpt_path, log)
+        # Through TrainConfig, so that fields added since the checkpoint read as their defaults.
+        saved = TrainConfig.from_dict(state["config"]).to_dict()
+        check_resume(config.to_dict(), saved, _FIXED_ON_RESUME, ckpt_path, log)
 
     seed_everything(config.seed)
     model_given = model is not None
@@ -262,7 +285,26 @@ def _fit(
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         raise DataError(f"the training set {train_set.name} is empty")
-    optimizer = create_optimizer(model, config.opt, config.lr, config.weight_decay, config.momentum)
+    val_loader = None
+    if val_set is not None:
+        val_loader = BatchLoader(
+            val_set,
+            config.eval_batch_size or 2 * config.batch_size,
+            train=False,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            workers=config.workers,
+        )
+    dyn_images = _dynamics_images(config, model, test_set)
+    optimizer = create_optimizer(
+        model,
+        config.opt,
+        config.lr,
+        config.weight_decay,
+        config.momentum,
+        hyper_lr_scale=config.hyper_lr_scale,
+        hyper_weight_decay=config.hyper_weight_decay,
+    )
     scheduler = WarmupCosine(
         optimizer,
         total_steps=config.epochs * steps_per_epoch,
@@ -338,6 +380,13 @@ def _fit(
                 "epoch_seconds": time.perf_counter() - started,
                 "train_images_per_second": train["images"] / max(train_seconds, 1e-9),
             }
+            if val_loader is not None:
+                val = evaluate(
+                    raw_model, val_loader, device=ctx.device, amp=config.amp, channels_last=channels_last, ctx=ctx
+                )
+                row["val_loss"], row["val_acc"] = val["loss"], val["acc"]
+            if dyn_images is not None:
+                row.update(dynamics_numbers(raw_model, dyn_images))
             if tau is not None:
                 row["tau"] = tau
             metrics.append(row)

@@ -33,6 +33,7 @@ def build_model(config: TrainConfig) -> nn.Module:
         num_classes=config.num_classes,
         in_chans=config.in_chans,
         small_input=bool(config.small_input),
+        act_context=config.act_context,
         **config.act_kwargs,
     )
 
