@@ -170,3 +170,20 @@ def test_demo_on_a_small_fashion_mnist(tmp_path, capsys):
     assert (out / "curves.png").stat().st_size > 0 and "DY-ReLU-B" in (out / "results.md").read_text()
     assert main([*argv, "--batch-size", "16", "--threads", "1", "--out", str(out), "--no-progress"]) == 0
     assert "nothing to train" in capsys.readouterr().out  # a second demo reuses the finished runs
+
+
+def test_recipe_flags_reach_the_run(tmp_path, capsys):
+    """The DY-ReLU recipe's flags end up in the run's config, model and metrics (validation, dynamics)."""
+    out = tmp_path / "recipe"
+    argv = [*TRAIN, "--epochs", "1", "--out", str(out), "--no-zero-init-last", "--act-context", "block"]
+    argv += ["--hyper-lr-scale", "0.5", "--no-hyper-weight-decay", "--val-size", "16", "--dynamics-images", "8"]
+    assert main(argv) == 0
+    config = load_checkpoint(out)["config"]
+    assert config["act_kwargs"] == {"reduction": 4, "zero_init_last": False}
+    assert (config["act_context"], config["hyper_lr_scale"], config["hyper_weight_decay"]) == ("block", 0.5, False)
+    assert (config["val_size"], config["dynamics_images"]) == (16, 8)
+    model, _ = model_from_checkpoint(out)
+    assert type(model.features[2]).__name__ == "BlockContextInvertedResidual"
+    row = read_metrics(out)[-1]
+    assert {"val_acc", "val_loss", "dyn_median", "dyn_max", "dyn_b_median"} <= set(row)
+    assert row["dyn_median"] > 0  # the last FC starts like nn.Linear: the layers are dynamic

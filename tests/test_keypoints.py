@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from dyrelu import DyReLUB, DyReLUC
+from dyrelu.analysis import DYNAMICS_COLUMNS, dynamics_numbers
 from dyrelu.data import FASHION_MNIST_DIR
 from dyrelu.keypoint_experiments import (
     KEYPOINT_COLUMNS,
@@ -31,13 +32,17 @@ from dyrelu.keypoints import (
     evaluate_keypoints,
     fit_keypoints,
     gaussian_heatmaps,
+    keypoint_datasets,
     keypoint_model_from_checkpoint,
     make_keypoint_dataset,
     oks,
     oks_ap,
     pck,
 )
+from dyrelu.keypoints.synthetic import IMAGE_MEAN, IMAGE_STD
 from dyrelu.train import CheckpointError, TrainConfig, fit, read_metrics
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TIMING = ("epoch_seconds", "epoch_cpu_seconds", "train_images_per_second")
 TINY = {
@@ -238,12 +243,29 @@ def test_fit_one_epoch_and_resume_equals_an_uninterrupted_run(tmp_path):
     rows = read_metrics(tmp_path / "split")
     assert rows == resumed.metrics
     assert {"test_ap", "test_ap50", "test_pck", "test_oks", "test_loss", "train_loss", "tau"} <= set(rows[0])
+    assert set(DYNAMICS_COLUMNS) <= set(rows[0])  # resumed dynamics equal the uninterrupted run's (above)
     assert 0.0 <= rows[-1]["test_ap"] <= 1.0 and 0.0 <= rows[-1]["test_pck"] <= 1.0
     # the checkpoint alone rebuilds the network: same evaluation
     model, _ = keypoint_model_from_checkpoint(tmp_path / "split")
     assert [m.tau for m in model.modules() if isinstance(m, DyReLUC)] == [pytest.approx(1.0)] * 2
     again = evaluate_keypoint_checkpoint(tmp_path / "split", batch_size=32, device="cpu", threads=1)
     assert again["ap"] == pytest.approx(rows[-1]["test_ap"]) and again["pck"] == pytest.approx(rows[-1]["test_pck"])
+
+
+def test_fit_logs_the_dynamics_of_dyrelu_layers_only(tmp_path):
+    cfg = tiny(head_act="dyrelu_b", dynamics_images=8)
+    result = fit_keypoints(cfg, tmp_path / "dy")
+    (row,) = result.metrics
+    assert set(DYNAMICS_COLUMNS) <= set(read_metrics(tmp_path / "dy")[0])
+    assert 0.0 <= row["dyn_median"] <= row["dyn_max"] and row["dyn_b_median"] >= 0.0
+    # the first 8 test images, normalised as the network is fed: the final model gives the same numbers
+    images = (keypoint_datasets(cfg)[1].images[:8].float() / 255.0 - IMAGE_MEAN) / IMAGE_STD
+    assert dynamics_numbers(result.model, images) == {key: row[key] for key in DYNAMICS_COLUMNS}
+    assert fit_keypoints(cfg).metrics[0] | dict.fromkeys(TIMING) == row | dict.fromkeys(TIMING)  # deterministic
+    for config in (tiny(), cfg.replace(dynamics_images=0)):  # no DY-ReLU layer; not asked for
+        assert not set(DYNAMICS_COLUMNS) & set(fit_keypoints(config).metrics[0])
+    with pytest.raises(ValueError, match="expected dynamics_images an integer >= 0, got -1"):
+        tiny(dynamics_images=-1)
 
 
 def test_checkpoint_errors(tmp_path):
@@ -308,6 +330,14 @@ def test_plan_and_atomic_rows(tmp_path):
     rows = read_results(path)
     assert list(rows[0]) == list(KEYPOINT_COLUMNS) and [r["head_act"] for r in rows] == ["relu", "dyrelu_c"]
     assert sorted(p.name for p in path.parent.iterdir()) == ["keypoints.csv"]
+    # a file written before the dynamics columns: its rows are read, and kept with those columns empty
+    old = tmp_path / "old.csv"
+    old_columns = [c for c in KEYPOINT_COLUMNS if not c.startswith("dyn_")]
+    old.write_text(",".join(old_columns) + "\n" + ",".join(str(rows[0][c]) for c in old_columns) + "\n")
+    append_keypoint_row(old, _row("relu", "dyrelu_b", 0, 0.6) | {"dyn_median": "0.0008"})
+    first, second = read_results(old)
+    assert list(first) == list(KEYPOINT_COLUMNS) and first["run"] == rows[0]["run"] and first["dyn_median"] == ""
+    assert second["dyn_median"] == "0.0008" and second["dyn_max"] == ""
 
 
 def test_report_tables_and_verdicts(tmp_path):
@@ -351,11 +381,50 @@ def test_report_tables_and_verdicts(tmp_path):
         "in the backbone? does not hold at our scale (clearly lower in 2 of 8, the rest within the spread)."
         in opposite_text
     )
+    assert "dyn" not in text + noisy_text + opposite_text and "static" not in text + noisy_text + opposite_text
     partial = keypoint_report([_row("relu", "relu", 0, 0.5)])
     assert "| ReLU | DY-ReLU-C | 0 | not run |" in partial and partial.count("no verdict yet") == 3
     # one seed of everything: large differences, but no verdicts before 3 seeds
     one_seed = [_row(b, h, 0, 0.4 + 0.2 * (h == "dyrelu_c") - 0.2 * (h == "dyrelu_a")) for b in acts for h in acts]
     assert keypoint_report(one_seed).count("no verdict yet: the configurations need 3 seeds each") == 3
+
+
+def test_report_shows_the_dynamics_and_calls_static_runs_static(tmp_path):
+    acts = ("relu", "dyrelu_a", "dyrelu_b", "dyrelu_c")
+    path = tmp_path / "static.csv"
+    for seed, noise in enumerate((-0.1, 0.0, 0.1)):  # the noisy grid: nothing holds ...
+        for b in acts:
+            for h in acts:
+                dyn = {} if "dyrelu" not in b + h else {"dyn_median": 0.001 + 0.0005 * seed, "dyn_max": 0.01}
+                append_keypoint_row(path, _row(b, h, seed, 0.4 + 0.01 * (h == "dyrelu_c") + noise) | dyn)
+    rows = read_results(path)
+    text = keypoint_report(rows)
+    header = "| backbone act | head act | seeds | AP | dyn. median | AP50 | PCK | Δ AP vs ReLU/ReLU | params |"
+    assert header in text and "|---|---|---|---|---|---|---|---|---|---|---|" in text
+    assert "| ReLU | ReLU | 3 | 40.00 ± 10.00 | – | 60.00 |" in text  # ... and nothing to measure in ReLU/ReLU
+    assert "| DY-ReLU-B | DY-ReLU-C | 3 | 41.00 ± 10.00 | 0.0015 | 61.00 |" in text
+    static = "static: this run tested ReLU plus an unused hyper function (mean dynamics median below 0.01 in"
+    assert f"in the head? {static} 4 of the 4 DY-ReLU configurations under test; all 12 within the spread)." in text
+    assert f"in the backbone? {static} 8 of the 8 DY-ReLU configurations under test;" in text
+    assert f"(ReLU backbone)? {static} 2 of the 2 DY-ReLU configurations under test; not seen)." in text
+    assert "does not hold" not in text
+    # dynamic runs keep "does not hold"; configurations without the numbers show "–" and are not static
+    dynamic = [r | {"dyn_median": "0.05"} if r["dyn_median"] else r for r in rows]
+    dynamic_text = keypoint_report(dynamic)
+    assert "static" not in dynamic_text and dynamic_text.count("does not hold at our scale") == 2
+    assert "| 0.05 |" in dynamic_text and "(ReLU backbone)? not seen." in dynamic_text
+    unmeasured = [r | {"dyn_median": ""} if r["head_act"] == "dyrelu_c" else r for r in rows]
+    assert "| DY-ReLU-B | DY-ReLU-C | 3 | 41.00 ± 10.00 | – | 61.00 |" in keypoint_report(unmeasured)
+    partial = keypoint_report([_row("relu", "relu", 0, 0.5), _row("relu", "dyrelu_b", 0, 0.5) | {"dyn_median": "0"}])
+    assert "| ReLU | DY-ReLU-C | 0 | not run | | | | | | | |" in partial and partial.count("no verdict yet") == 3
+
+
+def test_committed_k1_section_is_the_report_of_the_committed_results():
+    results, reproduction = ROOT / "results" / "keypoints.csv", ROOT / "REPRODUCTION.md"
+    if not results.exists() or not reproduction.exists():
+        pytest.skip("no keypoint results in this checkout")
+    text = reproduction.read_text()
+    assert text[text.index("## K1") :] == keypoint_report(read_results(results)).rstrip("\n") + "\n"
 
 
 def test_run_keypoint_grid_runs_once_and_skips_finished_runs(tmp_path):
@@ -377,5 +446,8 @@ def test_run_keypoint_grid_runs_once_and_skips_finished_runs(tmp_path):
     assert 0.0 <= float(row["test_ap"]) <= 1.0 and int(row["params"]) > 0 and int(row["madds"]) > 0
     assert json.loads(json.dumps(row))["image_size"] == "32"
     assert run_keypoint_grid(results, tmp_path / "runs", budget=budget, limit=1, log=logs.append) == 1
-    assert [r["head_act"] for r in read_results(results)] == ["relu", "dyrelu_a"]
+    relu, dyrelu_a = read_results(results)
+    assert [relu["head_act"], dyrelu_a["head_act"]] == ["relu", "dyrelu_a"]
+    assert all(relu[key] == "" for key in DYNAMICS_COLUMNS)  # no DY-ReLU layer
+    assert all(float(dyrelu_a[key]) >= 0.0 for key in DYNAMICS_COLUMNS)
     assert logs[0] == "0 of 16 runs done" and any(line.startswith("1 of 16 runs done") for line in logs)

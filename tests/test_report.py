@@ -7,7 +7,17 @@ import json
 import pytest
 
 from dyrelu.cli import main
-from dyrelu.experiments import CLAIMS, COLUMNS, Budget, append_row, plan_runs, read_results, run_grid, select_claims
+from dyrelu.experiments import (
+    CLAIMS,
+    COLUMNS,
+    DEFAULT_CLAIMS,
+    Budget,
+    append_row,
+    plan_runs,
+    read_results,
+    run_grid,
+    select_claims,
+)
 from dyrelu.report import make_report, summarise
 
 
@@ -34,6 +44,7 @@ def _row(model, act, seed, acc, **act_kwargs):
         "threads": 1,
         "torch": "2.14.1",
         "commit": "abc1234",
+        "dyn_median": 0.05 if act.startswith("dyrelu") else "",  # dynamic: the verdicts judge accuracy alone
     }
 
 
@@ -44,7 +55,7 @@ def _write(path, rows):
 
 
 def test_plan_runs_deduplicates_shared_configurations():
-    runs = plan_runs(CLAIMS, seeds=(0, 1, 2))
+    runs = plan_runs(DEFAULT_CLAIMS, seeds=(0, 1, 2))
     ids = [spec.run_id for spec, _ in runs]
     assert len(ids) == len(set(ids))
     baseline = [names for spec, names in runs if spec.run_id == "mobilenetv2_035-relu-seed0"]
@@ -95,7 +106,10 @@ def test_report_verdicts_follow_the_spread(tmp_path):
 def test_report_tables_and_costs(tmp_path):
     rows = _write(tmp_path / "r.csv", _c2_rows(a=91.0, b=92.0, c=92.0))
     text = make_report(rows, select_claims(["C2"]))
-    assert "| mobilenetv2_035 | dyrelu_b | 3 | 92.00 ± 0.10 | +2.00 ± 0.14 | 0.001M | 10.50M | +5.0% | 12.5 |" in text
+    assert (
+        "| mobilenetv2_035 | dyrelu_b | 3 | 92.00 ± 0.10 | +2.00 ± 0.14 | 0.05 | 0.001M | 10.50M | +5.0% | 12.5 |"
+        in text
+    )
     assert "## C6: cost" in text and "| 1.00× |" in text
 
 
@@ -171,8 +185,9 @@ def test_report_refuses_rows_of_different_budgets(tmp_path):
 
 
 def test_default_grid_is_every_claim_and_claims_without_runs_have_no_verdict(tmp_path):
-    assert select_claims(None) == CLAIMS and [c.name for c in select_claims(["C5", "C1"])] == ["C5", "C1"]
-    text = make_report(_write(tmp_path / "r.csv", _c2_rows(91, 92, 92)), CLAIMS)
+    assert select_claims(None) == DEFAULT_CLAIMS and [c.name for c in select_claims(["C5", "C1"])] == ["C5", "C1"]
+    assert tuple(c for c in CLAIMS if c.name != "R1") == DEFAULT_CLAIMS  # R1 has its own budget: run when named
+    text = make_report(_write(tmp_path / "r.csv", _c2_rows(91, 92, 92)))
     (c5_line,) = [line for line in text.splitlines() if line.startswith("| C5 |")]
     assert "no verdict yet: 2 of 5 configurations have 3 seeds (6 runs so far)" in c5_line  # ReLU and the default B
 
@@ -250,6 +265,7 @@ def test_committed_report_and_readme_match_the_committed_results():
         pytest.skip("no results in this checkout")
     argv = ["report", "--results", str(root / "results" / "grid.csv"), "--out", str(root / "REPRODUCTION.md")]
     argv += ["--keypoint-results", str(root / "results" / "keypoints.csv"), "--readme", str(root / "README.md")]
+    argv += ["--recipe-results", str(root / "results" / "recipe.csv")]
     assert main([*argv, "--check"]) == 0, "run `make report` after adding results"
 
 

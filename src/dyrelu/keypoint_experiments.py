@@ -43,7 +43,9 @@ __all__ = [
 #: The activations crossed in the backbone and in the head.
 KEYPOINT_ACTS: tuple[str, ...] = ("relu", "dyrelu_a", "dyrelu_b", "dyrelu_c")
 
-#: Columns of the keypoint results CSV, in order. AP, PCK and OKS are in [0, 1].
+#: Columns of the keypoint results CSV, in order. AP, PCK and OKS are in [0, 1]; ``dyn_*`` are the DY-ReLU
+#: layers' dynamics after the last epoch (:func:`dyrelu.analysis.dynamics_numbers`; empty without DY-ReLU
+#: layers, and in rows written before they were recorded).
 KEYPOINT_COLUMNS = (
     "experiment",
     "run",
@@ -71,6 +73,9 @@ KEYPOINT_COLUMNS = (
     "test_oks",
     "test_loss",
     "train_loss",
+    "dyn_median",
+    "dyn_max",
+    "dyn_b_median",
     "params",
     "madds",
     "train_seconds",
@@ -175,6 +180,7 @@ def _train_one(spec: KeypointRunSpec, claim: str, budget: KeypointBudget, runs_d
     """Train one run (resuming its checkpoint if any) and return its results row. Runs in a worker."""
     import torch
 
+    from dyrelu.analysis.summary import DYNAMICS_COLUMNS
     from dyrelu.keypoints import KeypointConfig, fit_keypoints
     from dyrelu.profile import profile_model
 
@@ -221,6 +227,7 @@ def _train_one(spec: KeypointRunSpec, claim: str, budget: KeypointBudget, runs_d
         **{f"test_{key}": f"{float(last[f'test_{key}']):.4f}" for key in ("ap", "ap50", "ap75", "pck", "oks")},
         "test_loss": f"{float(last['test_loss']):.6f}",
         "train_loss": f"{float(last['train_loss']):.6f}",
+        **{key: f"{float(last[key]):.4g}" for key in DYNAMICS_COLUMNS if key in last},
         "params": profile.params,
         "madds": profile.madds,
         "train_seconds": f"{train_seconds:.1f}",

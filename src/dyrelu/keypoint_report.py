@@ -4,6 +4,11 @@
 regenerates byte for byte from the committed CSV. Differences and seeds are judged as in
 :mod:`dyrelu.report`: a difference counts only when it exceeds the two configurations' combined spread,
 and a question gets a verdict only when each configuration it compares has :data:`MIN_SEEDS` seeds.
+
+Rows that record the DY-ReLU layers' dynamics (``dyn_median``, see :func:`dyrelu.analysis.dynamics_numbers`) add a
+column of its mean over seeds beside the AP; a question whose DY-ReLU configurations under test include a static one
+(below :data:`dyrelu.analysis.STATIC_THRESHOLD`) and that would not hold says so: such a run tested ReLU plus an
+unused hyper function. Without such rows the section is what it was before the dynamics were recorded.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dyrelu.analysis.summary import STATIC_THRESHOLD, is_static
 from dyrelu.keypoint_experiments import KEYPOINT_CLAIM, KeypointClaim
 from dyrelu.report import MIN_SEEDS, describe_difference, format_difference
 
@@ -35,6 +41,7 @@ class _Stat:
     madds: int
     seconds_per_epoch: float
     cpu_seconds: float  # per run, median over seeds; nan when not recorded
+    dyn: float | None = None  # dyn_median, mean over the seeds that recorded it; None when none did
 
     def diff(self, other: _Stat) -> tuple[float, float]:
         """``self - other`` in AP points and its spread ``sqrt(std_a² + std_b²)``."""
@@ -65,8 +72,26 @@ def _summarise(rows: Sequence[dict[str, str]], backbone: str) -> dict[tuple[str,
             madds=int(group[0]["madds"]),
             seconds_per_epoch=statistics.median(float(r["seconds_per_epoch"]) for r in group),
             cpu_seconds=statistics.median(float(r.get("cpu_seconds") or "nan") for r in group),
+            dyn=_mean_dyn(group),
         )
     return stats
+
+
+def _mean_dyn(group: Sequence[dict[str, str]]) -> float | None:
+    """The mean ``dyn_median`` of the rows that recorded it (None: none did)."""
+    values = [float(r["dyn_median"]) for r in group if r.get("dyn_median") not in (None, "")]
+    return statistics.fmean(values) if values else None
+
+
+def _static(stats, keys: Sequence[tuple[str, str]]) -> str:
+    """How many of the DY-ReLU configurations ``keys`` are static, as a note ("" when none is)."""
+    static = sum(bool(is_static({"dyn_median": s.dyn})) for key in keys if (s := _ready(stats, key)) is not None)
+    if not static:
+        return ""
+    return (
+        f"mean dynamics median below {STATIC_THRESHOLD:g} in {static} of the {len(keys)} DY-ReLU configurations "
+        "under test"
+    )
 
 
 def _seconds(value: float) -> str:
@@ -74,6 +99,7 @@ def _seconds(value: float) -> str:
 
 
 _NOT_YET = f"no verdict yet: the configurations need {MIN_SEEDS} seeds each"
+_STATIC = "static: this run tested ReLU plus an unused hyper function"
 
 
 def _ready(stats, key: tuple[str, str]) -> _Stat | None:
@@ -102,7 +128,8 @@ class _Tally:
         self.losses += d[0] < -d[1]
         return d
 
-    def verdict(self, what: str) -> str:
+    def verdict(self, what: str, static: str = "") -> str:
+        """The question's answer; ``static`` (a :func:`_static` note) turns "does not hold" into "static"."""
         if self.missing:
             return _NOT_YET
         wins, losses, total = self.wins, self.losses, self.total
@@ -115,7 +142,7 @@ class _Tally:
         else:
             detail = f"clearly lower in {losses} of {total}" + (", the rest within the spread" if wins == 0 else "")
         if wins == 0:
-            return f"does not hold at our scale ({detail})"
+            return f"{_STATIC} ({static}; {detail})" if static else f"does not hold at our scale ({detail})"
         return f"partly: {what} in {wins} of {total} comparisons" + (f", {detail}" if detail else "")
 
 
@@ -135,7 +162,8 @@ def _head_verdict(stats, acts: Sequence[str]) -> tuple[str, list[str]]:
         ]
         if parts:
             notes.append(f"{_NAMES.get(backbone_act, backbone_act)} backbone: C head " + "; ".join(parts))
-    return tally.verdict("C in the head is clearly best"), notes
+    static = _static(stats, [(backbone_act, "dyrelu_c") for backbone_act in acts])
+    return tally.verdict("C in the head is clearly best", static), notes
 
 
 def _backbone_verdict(stats, acts: Sequence[str]) -> tuple[str, list[str]]:
@@ -150,7 +178,10 @@ def _backbone_verdict(stats, acts: Sequence[str]) -> tuple[str, list[str]]:
         ]
         if parts:
             notes.append(f"{_NAMES.get(head_act, head_act)} head: " + "; ".join(parts))
-    return tally.verdict("B/C in the backbone clearly beat ReLU"), notes
+    static = _static(
+        stats, [(backbone_act, head_act) for backbone_act in ("dyrelu_b", "dyrelu_c") for head_act in acts]
+    )
+    return tally.verdict("B/C in the backbone clearly beat ReLU", static), notes
 
 
 def _head_below_relu(stats) -> tuple[str, list[str]]:
@@ -165,7 +196,10 @@ def _head_below_relu(stats) -> tuple[str, list[str]]:
         notes.append(f"ReLU backbone: {_NAMES[head_act]} head − ReLU head {_compared(d)}")
         if d[0] < -d[1]:
             below.append(_NAMES[head_act])
-    return ("seen: " + " and ".join(below) + " clearly below ReLU" if below else "not seen"), notes
+    if below:
+        return "seen: " + " and ".join(below) + " clearly below ReLU", notes
+    static = _static(stats, [("relu", "dyrelu_a"), ("relu", "dyrelu_b")])
+    return (f"{_STATIC} ({static}; not seen)" if static else "not seen"), notes
 
 
 def _budget_lines(rows: Sequence[dict[str, str]]) -> list[str]:
@@ -200,6 +234,35 @@ def _budget_lines(rows: Sequence[dict[str, str]]) -> list[str]:
     ]
 
 
+def _table(stats, acts: Sequence[str]) -> list[str]:
+    """The table of every configuration; with a dynamics column when some configuration recorded it."""
+    dyn = any(s.dyn is not None for s in stats.values())
+    base = stats.get(("relu", "relu"))
+    lines = [
+        "| backbone act | head act | seeds | AP | "
+        + ("dyn. median | " if dyn else "")
+        + "AP50 | PCK | Δ AP vs ReLU/ReLU | params | MAdds | CPU s/run |",
+        "|---|---|---|---|" + ("---|" if dyn else "") + "---|---|---|---|---|---|",
+    ]
+    for backbone_act in acts:
+        for head_act in acts:
+            s = stats.get((backbone_act, head_act))
+            label = f"| {_NAMES.get(backbone_act, backbone_act)} | {_NAMES.get(head_act, head_act)} "
+            if s is None:
+                lines.append(label + "| 0 | not run | | | | | | |" + (" |" if dyn else ""))
+                continue
+            delta = (
+                "" if base is None or (backbone_act, head_act) == ("relu", "relu") else format_difference(*s.diff(base))
+            )
+            dyn_cell = (("–" if s.dyn is None else f"{s.dyn:.3g}") + " | ") if dyn else ""
+            lines.append(
+                label
+                + f"| {s.n} | {s.ap:.2f} ± {s.ap_std:.2f} | {dyn_cell}{s.ap50:.2f} | {s.pck:.2f} ± {s.pck_std:.2f} | "
+                f"{delta} | {s.params / 1e6:.3f}M | {s.madds / 1e6:.2f}M | {_seconds(s.cpu_seconds)} |"
+            )
+    return lines
+
+
 def keypoint_report(rows: Sequence[dict[str, str]], claim: KeypointClaim = KEYPOINT_CLAIM) -> str:
     """The K1 section of REPRODUCTION.md (markdown) for the keypoint result ``rows``.
 
@@ -218,7 +281,6 @@ def keypoint_report(rows: Sequence[dict[str, str]], claim: KeypointClaim = KEYPO
     head, head_notes = _head_verdict(stats, acts)
     backbone, backbone_notes = _backbone_verdict(stats, acts)
     below, below_notes = _head_below_relu(stats)
-    base = stats.get(("relu", "relu"))
     lines = [
         f"## {claim.name}: {claim.title}",
         "",
@@ -227,24 +289,7 @@ def keypoint_report(rows: Sequence[dict[str, str]], claim: KeypointClaim = KEYPO
         "",
         *(_budget_lines(rows) if rows else ["- no runs yet: `dyrelu keypoints grid`"]),
         "",
-        "| backbone act | head act | seeds | AP | AP50 | PCK | Δ AP vs ReLU/ReLU | params | MAdds | CPU s/run |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for backbone_act in acts:
-        for head_act in acts:
-            s = stats.get((backbone_act, head_act))
-            label = f"| {_NAMES.get(backbone_act, backbone_act)} | {_NAMES.get(head_act, head_act)} "
-            if s is None:
-                lines.append(label + "| 0 | not run | | | | | | |")
-                continue
-            delta = (
-                "" if base is None or (backbone_act, head_act) == ("relu", "relu") else format_difference(*s.diff(base))
-            )
-            lines.append(
-                label + f"| {s.n} | {s.ap:.2f} ± {s.ap_std:.2f} | {s.ap50:.2f} | {s.pck:.2f} ± {s.pck_std:.2f} | "
-                f"{delta} | {s.params / 1e6:.3f}M | {s.madds / 1e6:.2f}M | {_seconds(s.cpu_seconds)} |"
-            )
-    lines += [
+        *_table(stats, acts),
         "",
         "AP (mean ± std) by backbone activation (rows) and head activation (columns):",
         "",

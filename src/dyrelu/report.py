@@ -18,7 +18,8 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dyrelu.experiments import CLAIMS, Claim, Config
+from dyrelu.analysis.summary import STATIC_THRESHOLD
+from dyrelu.experiments import DEFAULT_CLAIMS, Claim, Config
 
 __all__ = [
     "MIN_SEEDS",
@@ -35,7 +36,11 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Stat:
-    """Final test accuracy over seeds, and the cost columns of one configuration."""
+    """Final test accuracy over seeds, the cost columns and the dynamics of one configuration.
+
+    ``dyn_median``: the mean over seeds of the median slope range of the DY-ReLU layers (``None`` when a
+    row lacks it: not a DY-ReLU, or a row from before the measurement).
+    """
 
     n: int
     mean: float
@@ -43,6 +48,7 @@ class Stat:
     params: int
     madds: int
     seconds_per_epoch: float
+    dyn_median: float | None = None
 
     def diff(self, other: Stat) -> tuple[float, float]:
         """``self - other`` and its spread."""
@@ -86,8 +92,38 @@ def summarise(rows: Sequence[dict[str, str]]) -> dict[tuple[str, str, str], Stat
             params=int(group[0]["params"]),
             madds=int(group[0]["madds"]),
             seconds_per_epoch=statistics.median(float(r["seconds_per_epoch"]) for r in group),
+            dyn_median=_mean_or_none([r.get("dyn_median", "") for r in group]),
         )
     return stats
+
+
+def _mean_or_none(values: Sequence[str]) -> float | None:
+    return None if not values or any(v == "" for v in values) else statistics.fmean(float(v) for v in values)
+
+
+def _dyn_cell(s: Stat, act: str) -> str:
+    if not act.startswith("dyrelu"):
+        return ""
+    return "not recorded" if s.dyn_median is None else f"{s.dyn_median:.2g}"
+
+
+def _dynamics_guard(claim: Claim, stats, verdict: str, notes: list[str]) -> tuple[str, list[str]]:
+    """A verdict that accounts for the DY-ReLU layers' dynamics.
+
+    Where a DY-ReLU configuration of the claim is static (mean median slope range below
+    :data:`~dyrelu.analysis.STATIC_THRESHOLD`), the runs compared ReLU plus an unused hyper function: the
+    verdict says so, and the accuracy-only verdict moves to the notes. Where the rows do not record the
+    dynamics, the verdict says that too.
+    """
+    dynamic_configs = [(c, _stat(stats, c)) for c in claim.configs if c.act.startswith("dyrelu")]
+    measured = [(c, s) for c, s in dynamic_configs if s is not None and s.dyn_median is not None]
+    static = [c.display for c, s in measured if s.dyn_median < STATIC_THRESHOLD]
+    if static:
+        notes = [*notes, f"on accuracy alone: {verdict}"]
+        return f"static: this run tested ReLU plus an unused hyper function ({', '.join(static)})", notes
+    if len(measured) < len(dynamic_configs):
+        return f"{verdict}; DY-ReLU's dynamics not recorded in these rows", notes
+    return verdict, notes
 
 
 def _stat(stats, config: Config) -> Stat | None:
@@ -105,13 +141,14 @@ def format_difference(d: float, spread: float) -> str:
 
 def _claim_table(claim: Claim, stats) -> list[str]:
     lines = [
-        "| model | activation | seeds | test acc. (%) | Δ vs ReLU (pp) | params | MAdds | Δ MAdds | s/epoch |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | activation | seeds | test acc. (%) | Δ vs ReLU (pp) | slope range | params | MAdds | Δ MAdds "
+        "| s/epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for config in claim.configs:
         s = _stat(stats, config)
         if s is None:
-            lines.append(f"| {config.model} | {config.display} | 0 | not run | | | | | |")
+            lines.append(f"| {config.model} | {config.display} | 0 | not run | | | | | | |")
             continue
         base = _stat(stats, _baseline(config))
         if base is None or config.act == "relu":
@@ -121,7 +158,8 @@ def _claim_table(claim: Claim, stats) -> list[str]:
             dmadds = f"{100 * (s.madds / base.madds - 1):+.1f}%"
         lines.append(
             f"| {config.model} | {config.display} | {s.n} | {s.mean:.2f} ± {s.std:.2f} | {delta} | "
-            f"{s.params / 1e6:.3f}M | {s.madds / 1e6:.2f}M | {dmadds} | {s.seconds_per_epoch:.1f} |"
+            f"{_dyn_cell(s, config.act)} | {s.params / 1e6:.3f}M | {s.madds / 1e6:.2f}M | {dmadds} | "
+            f"{s.seconds_per_epoch:.1f} |"
         )
     return lines
 
@@ -343,7 +381,7 @@ def _incomplete(claim: Claim, stats) -> str | None:
 
 
 def make_report(
-    rows: Sequence[dict[str, str]], claims: Sequence[Claim] = CLAIMS, command: str = "dyrelu compare --jobs 2"
+    rows: Sequence[dict[str, str]], claims: Sequence[Claim] = DEFAULT_CLAIMS, command: str = "dyrelu compare --jobs 2"
 ) -> str:
     """REPRODUCTION.md's text for the result ``rows`` (as :func:`dyrelu.experiments.read_results` returns).
 
@@ -357,14 +395,18 @@ def make_report(
         if missing is not None:
             verdicts[claim.name] = (missing, [])
         else:
-            verdicts[claim.name] = verdict_fn(claim, stats) if verdict_fn else ("no verdict rule", [])
+            verdict = verdict_fn(claim, stats) if verdict_fn else ("no verdict rule", [])
+            verdicts[claim.name] = _dynamics_guard(claim, stats, *verdict)
     lines = [
         "# Reproducing DY-ReLU's claims at small scale",
         "",
         "The paper's experiments (ImageNet, COCO) cannot run on 2 CPU cores; its claims can be tested on",
         "Fashion-MNIST with the paper's own networks at small width. Each configuration is trained with",
         "several seeds; a difference counts only when it exceeds its spread, `sqrt(std_a² + std_b²)` of",
-        "the two configurations' test accuracies over seeds. Δ is in percentage points (pp).",
+        "the two configurations' test accuracies over seeds. Δ is in percentage points (pp). The slope",
+        "range is the DY-ReLU layers' median dynamic range of the slopes (mean over seeds); below",
+        f"{STATIC_THRESHOLD} a configuration is static, a ReLU plus an unused hyper function, and its claim",
+        "tests nothing about DY-ReLU's dynamics.",
         "",
         *_budget_lines(rows, command),
         "",
@@ -410,7 +452,13 @@ def readme_summary(report: str) -> str:
         if not line.startswith("|"):
             break
         table.append(line)
+    question = ""
     for line in lines:
+        if line.startswith("Question: "):
+            question = line.removeprefix("Question: ")
+        if line.startswith("**Verdict (") and "): " in line:  # a section with its own budget (R1)
+            name, verdict = line.strip("*").removeprefix("Verdict (").rstrip(".").split("): ", 1)
+            table.append(f"| {name} | {question} | {verdict} |")
         if line.startswith(("**Does ", "**Do ")) and "? " in line:
             question, verdict = line.strip("*").rstrip(".").split("? ", 1)
             table.append(f"| K1 | {question}? | {verdict} |")

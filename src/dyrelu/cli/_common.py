@@ -53,6 +53,12 @@ def add_act_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tau", type=float, default=None, help="DY-ReLU-C's softmax temperature τ (paper: 10)")
     group.add_argument("--gamma", type=float, default=None, help="DY-ReLU-C's γ (default HW/3)")
     group.add_argument(
+        "--zero-init-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="DY-ReLU's last FC at zero, a fresh module is ReLU (default); --no-zero-init-last: as nn.Linear",
+    )
+    group.add_argument(
         "--act-arg",
         action="append",
         default=[],
@@ -64,7 +70,7 @@ def add_act_args(parser: argparse.ArgumentParser) -> None:
 def act_kwargs(args: argparse.Namespace) -> dict[str, Any] | None:
     """The activation keywords given on the command line, or None if none were."""
     kwargs: dict[str, Any] = {}
-    for name in ("k", "reduction", "lambda_a", "lambda_b", "tau", "gamma"):
+    for name in ("k", "reduction", "lambda_a", "lambda_b", "tau", "gamma", "zero_init_last"):
         value = getattr(args, name)
         if value is not None:
             kwargs[name] = value

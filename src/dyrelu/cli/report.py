@@ -20,6 +20,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--results", default="results/grid.csv", help="the results CSV (default results/grid.csv)")
     parser.add_argument(
+        "--recipe-results",
+        default="results/recipe.csv",
+        help="the recipe study's CSV, appended as section R1 when it exists (default results/recipe.csv)",
+    )
+    parser.add_argument(
         "--keypoint-results",
         default="results/keypoints.csv",
         help="the keypoint grid's CSV, appended as section K1 when it exists (default results/keypoints.csv)",
@@ -48,6 +53,14 @@ def run(args: argparse.Namespace) -> int:
         text = make_report(rows)
     except (KeyError, ValueError) as err:
         raise CLIError(f"{args.results} is not a results file of dyrelu compare: {err}") from err
+    recipe_rows = read_results(args.recipe_results)
+    if recipe_rows:
+        from dyrelu.recipe_report import recipe_report
+
+        try:
+            text = text.rstrip("\n") + "\n\n" + recipe_report(recipe_rows)
+        except (KeyError, ValueError) as err:
+            raise CLIError(f"{args.recipe_results} is not a results file of the recipe study (R1): {err}") from err
     keypoint_rows = read_results(args.keypoint_results)
     if keypoint_rows:
         from dyrelu.keypoint_report import keypoint_report

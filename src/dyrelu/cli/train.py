@@ -50,6 +50,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=None,
         help="the stem for 28×28/32×32 images (default: for images of at most 64 pixels)",
     )
+    model.add_argument(
+        "--act-context",
+        choices=("input", "block"),
+        default=None,
+        help="what DY-ReLU's hyper function reads: its own input (paper, default) or MobileNetV2's block input",
+    )
     add_act_args(parser)
     add_data_args(parser)
     data = parser.add_argument_group("data subsets")
@@ -57,6 +63,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     data.add_argument("--eval-fraction", type=float, default=None, help="evaluate on this fraction of the test set")
     data.add_argument(
         "--augment", action=argparse.BooleanOptionalAction, default=None, help="random crop and flip (default on)"
+    )
+    data.add_argument(
+        "--val-size",
+        type=int,
+        default=None,
+        help="hold out this many training images (class-stratified, fixed) as a validation set (default 0)",
     )
 
     opt = parser.add_argument_group("optimisation")
@@ -74,6 +86,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     opt.add_argument("--label-smoothing", type=float, default=None, help="default 0.1")
     opt.add_argument("--clip-grad", type=positive(float), default=None, help="clip the gradient norm")
     opt.add_argument("--amp", choices=("none", "bf16", "fp16"), default=None, help="mixed precision (fp16: GPU)")
+    opt.add_argument(
+        "--hyper-lr-scale", type=positive(float), default=None, help="learning-rate multiplier of DY-ReLU's parameters"
+    )
+    opt.add_argument(
+        "--hyper-weight-decay",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="weight decay on DY-ReLU's hyper-function weights (default on)",
+    )
     opt.add_argument("--tau-start", type=positive(float), default=None, help="DY-ReLU-C temperature schedule start")
     opt.add_argument("--tau-epochs", type=float, default=None, help="epochs to anneal τ from --tau-start to --tau-end")
     opt.add_argument("--tau-end", type=positive(float), default=None, help="τ at the end of the schedule (default 1)")
@@ -89,6 +110,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--channels-last", action=argparse.BooleanOptionalAction, default=None, help="NHWC (default: conv nets)"
     )
     run_group.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None, help="default on")
+    run_group.add_argument(
+        "--dynamics-images",
+        type=int,
+        default=None,
+        help="test images on which each epoch measures the DY-ReLU layers' dynamics (dyn_* metrics; default 256)",
+    )
     run_group.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     add_progress_arg(parser)
     return parser
@@ -98,11 +125,13 @@ _PLAIN = (
     "model",
     "num_classes",
     "small_input",
+    "act_context",
     "data",
     "data_dir",
     "data_fraction",
     "eval_fraction",
     "augment",
+    "val_size",
     "epochs",
     "batch_size",
     "eval_batch_size",
@@ -110,6 +139,8 @@ _PLAIN = (
     "lr",
     "momentum",
     "weight_decay",
+    "hyper_lr_scale",
+    "hyper_weight_decay",
     "warmup_epochs",
     "min_lr",
     "label_smoothing",
@@ -124,6 +155,7 @@ _PLAIN = (
     "device",
     "channels_last",
     "tensorboard",
+    "dynamics_images",
 )
 
 

@@ -75,6 +75,8 @@ class KeypointConfig:
         device: ``"cpu"``, ``"cuda"`` or ``None`` (CUDA when available).
         channels_last: NHWC memory format (about 1.6× faster for MobileNetV2 on CPU).
         tensorboard: also log to TensorBoard in ``out_dir/tb`` when it is installed.
+        dynamics_images: for networks with DY-ReLU layers, measure their dynamics each epoch on this many
+            test images (the first ones; :func:`dyrelu.analysis.dynamics_numbers`, ``dyn_*`` metrics); 0: never.
     """
 
     backbone: str = "mobilenetv2_035"
@@ -115,6 +117,7 @@ class KeypointConfig:
     device: str | None = None
     channels_last: bool = True
     tensorboard: bool = False
+    dynamics_images: int = 256
 
     def __post_init__(self) -> None:
         self.opt = str(self.opt).lower()
@@ -135,6 +138,7 @@ class KeypointConfig:
             ("oks_kappa", self.oks_kappa > 0, "> 0"),
             ("tau_epochs", self.tau_epochs >= 0, ">= 0"),
             ("tau_end", self.tau_end > 0, "> 0"),
+            ("dynamics_images", self.dynamics_images >= 0, "an integer >= 0"),
             ("image_size", self.image_size % self.output_stride == 0, f"a multiple of {self.output_stride}"),
         )
         for name, ok, expected in checks:

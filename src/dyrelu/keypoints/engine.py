@@ -11,7 +11,9 @@ The loss is the mean squared error between predicted and Gaussian target heatmap
 the evaluation decodes the heatmaps (arg-max, quarter-pixel shift) and reports PCK@α, the mean OKS and
 COCO's OKS AP (see :mod:`dyrelu.keypoints.metrics` for exactly what is computed). Each epoch's row also
 holds its wall time and its CPU time (the process's, all threads): on a shared machine the CPU time of a
-one-thread run is what the epoch costs on a dedicated core.
+one-thread run is what the epoch costs on a dedicated core. For networks with DY-ReLU layers it holds their
+dynamics too (``dyn_median``, ``dyn_max``, ``dyn_b_median`` of :func:`dyrelu.analysis.dynamics_numbers`, on the
+first ``config.dynamics_images`` test images, fed as training feeds them; measured after the epoch's timing).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dyrelu.analysis.dynamics import dyrelu_layers
+from dyrelu.analysis.summary import dynamics_numbers
 from dyrelu.keypoints.config import KEYPOINT_MODEL_FIELDS, TASK_FIELDS, KeypointConfig
 from dyrelu.keypoints.evaluation import (
     TASK,
@@ -168,6 +172,7 @@ def fit_keypoints(
         "device": device,
         "channels_last": config.channels_last,
     }
+    dyn_images = _dynamics_images(config, model, test_set, device)
     try:
         for epoch in range(start_epoch, config.epochs):
             started, cpu_started = time.perf_counter(), time.process_time()
@@ -189,6 +194,8 @@ def fit_keypoints(
                 "epoch_cpu_seconds": time.process_time() - cpu_started,
                 "train_images_per_second": train["images"] / max(train_seconds, 1e-9),
             }
+            if dyn_images is not None:
+                row.update(dynamics_numbers(model, dyn_images))
             if config.tau_start is not None:
                 row["tau"] = tau_at(
                     scheduler.last_step, steps_per_epoch, config.tau_start, config.tau_epochs, config.tau_end
@@ -228,6 +235,15 @@ def fit_keypoints(
         ckpt_path if ckpt_path is not None and ckpt_path.exists() else None,
         start_epoch if state is not None else None,
     )
+
+
+def _dynamics_images(
+    config: KeypointConfig, model: nn.Module, test_set: KeypointDataset, device: torch.device
+) -> torch.Tensor | None:
+    """The first ``config.dynamics_images`` test images as the model takes them, if it has DY-ReLU layers."""
+    if not config.dynamics_images or not dyrelu_layers(model) or len(test_set) == 0:
+        return None
+    return to_input(test_set.images[: config.dynamics_images], device, config.channels_last)
 
 
 def _train_epoch(
