@@ -45,8 +45,9 @@ DEMO_ARGS ?=
 demo: $(VENV)/.installed data
 	$(BIN)/dyrelu demo --data-dir $(FMNIST_DIR) $(DEMO_ARGS)
 
-# The comparison grids behind REPRODUCTION.md (hours on 2 cores; resumable: rerun to continue).
+# The recipe study and the comparison grids behind REPRODUCTION.md (hours on 2 cores; resumable: rerun to continue).
 reproduce: $(VENV)/.installed data
+	$(BIN)/dyrelu compare --claims R1 --jobs 2 --data-dir $(FMNIST_DIR) --runs-dir runs/recipe
 	$(BIN)/dyrelu compare --jobs 2 --data-dir $(FMNIST_DIR)
 	$(BIN)/dyrelu keypoints grid --jobs 2
 	$(BIN)/dyrelu report --readme README.md

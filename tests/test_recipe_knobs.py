@@ -225,3 +225,15 @@ def test_dynamics_range_by_hand():
     expected = a.double().std(dim=0, correction=0).mean().item()
     assert dynamics_numbers(nn.Sequential(module), images)["dyn_median"] == pytest.approx(expected)
     assert DF is not None
+
+
+@pytest.mark.parametrize("cls", VARIANTS)
+def test_min_hidden_floors_the_hidden_width(cls):
+    assert cls(16).fc1_weight.shape == (2, 16) and "min_hidden" not in repr(cls(16))
+    module = cls(16, min_hidden=4)
+    assert module.fc1_weight.shape == (4, 16) and module.fc2_weight.shape[1] == 4 and "min_hidden=4" in repr(module)
+    assert cls(64, min_hidden=4).fc1_weight.shape == (8, 64)  # C // R wins when larger
+    x = torch.randn(2, 16, 3, 3)
+    torch.testing.assert_close(module(x), torch.relu(x) if cls is not DyReLUC else torch.relu(x) / 3)
+    with pytest.raises(ValueError, match="min_hidden"):
+        cls(16, min_hidden=0)

@@ -48,6 +48,7 @@ class _DyReLUBase(LazyChannels):
         *,
         k: int = 2,
         reduction: int = 8,
+        min_hidden: int = 1,
         lambda_a: float = 1.0,
         lambda_b: float = 0.5,
         init_a: Sequence[float] | None = None,
@@ -63,6 +64,9 @@ class _DyReLUBase(LazyChannels):
             raise ValueError(f"expected k (number of pieces) to be an integer >= 1, got {k!r}")
         if not isinstance(reduction, int) or reduction < 1:
             raise ValueError(f"expected reduction to be a positive integer, got {reduction!r}")
+        if not isinstance(min_hidden, int) or min_hidden < 1:
+            raise ValueError(f"expected min_hidden to be a positive integer, got {min_hidden!r}")
+        self.min_hidden = min_hidden
         self.k = k
         self.reduction = reduction
         self.lambda_a = float(lambda_a)
@@ -80,7 +84,7 @@ class _DyReLUBase(LazyChannels):
     # -- construction -------------------------------------------------------------------------------
     def _shapes(self, channels: int) -> dict[str, tuple[int, ...]]:
         context = self.context_channels or channels
-        hidden = max(context // self.reduction, 1)
+        hidden = max(context // self.reduction, self.min_hidden)
         out = 2 * self.k * (channels if self._per_channel else 1)
         return {
             "fc1_weight": (hidden, context),
@@ -176,6 +180,7 @@ class _DyReLUBase(LazyChannels):
             f"{self.channels}",
             f"k={self.k}",
             f"reduction={self.reduction}",
+            *([f"min_hidden={self.min_hidden}"] if self.min_hidden != 1 else []),
             f"lambda_a={self.lambda_a}",
             f"lambda_b={self.lambda_b}",
             f"init_a={self.init_a}",
@@ -203,7 +208,10 @@ class DyReLUA(_DyReLUBase):
             as a timm ``act_layer`` or torchvision ``activation_layer`` factory.
         k: K, the number of pieces. ``k=1`` is an affine, SE-like map ``a(x) * x + b(x)`` with no
             rectification; use it only deliberately.
-        reduction: R, the hyper function's reduction ratio (hidden width ``max(C // R, 1)``).
+        reduction: R, the hyper function's reduction ratio (hidden width ``max(C // R, min_hidden)``).
+        min_hidden: the hyper function's smallest hidden width. With the default 1, a 16-channel layer
+            has 2 hidden units, which can all start dead (ReLU of a negative pre-activation), leaving the
+            coefficients input-independent; the same group's MicroNet code uses a floor of 4.
         lambda_a: λ_a, the range of the slopes' residual.
         lambda_b: λ_b, the range of the intercepts' residual.
         init_a: α, the K initial slopes; ``None`` means ``(1, 0, ..., 0)``.
@@ -250,7 +258,7 @@ class DyReLUB(_DyReLUBase):
     Args:
         channels: C; ``None`` infers it on the first forward pass.
         k: K, the number of pieces (``k=1``: affine, SE-like, no rectification).
-        reduction: R, the hyper function's reduction ratio.
+        reduction: R, the hyper function's reduction ratio. min_hidden: its smallest hidden width.
         lambda_a: λ_a. lambda_b: λ_b. init_a: α (``None``: ``(1, 0, ...)``). init_b: β (``None``: zeros).
         zero_init_last: ``True`` (default): a fresh module is ReLU; ``False``: the last FC as nn.Linear.
         context_channels: the channels of the ``context`` that the hyper function reads instead of the
@@ -284,7 +292,7 @@ class DyReLUC(_DyReLUBase):
 
     Args:
         channels: C; ``None`` infers it on the first forward pass.
-        k, reduction, lambda_a, lambda_b, init_a, init_b, zero_init_last, context_channels: as for
+        k, reduction, min_hidden, lambda_a, lambda_b, init_a, init_b, zero_init_last, context_channels: as for
             :class:`DyReLUA` (``zero_init_last=False`` also initialises the attention convolution as
             ``nn.Conv2d`` does; the attention always reads the input ``x``, never the context).
         tau: τ, the softmax temperature (10 in the paper). A plain attribute: a training schedule
