@@ -178,7 +178,7 @@ def recipe_report(rows: Sequence[dict[str, str]], claim: Claim = RECIPE_CLAIM) -
         "",
         *_budget_lines(rows),
         "",
-        f"Question: {claim.statement}",
+        f"Tested: {claim.statement}",
         "",
         *_table(claim, stats),
         "",

@@ -454,8 +454,8 @@ def readme_summary(report: str) -> str:
         table.append(line)
     question = ""
     for line in lines:
-        if line.startswith("Question: "):
-            question = line.removeprefix("Question: ")
+        if line.startswith("Tested: "):
+            question = line.removeprefix("Tested: ")
         if line.startswith("**Verdict (") and "): " in line:  # a section with its own budget (R1)
             name, verdict = line.strip("*").removeprefix("Verdict (").rstrip(".").split("): ", 1)
             table.append(f"| {name} | {question} | {verdict} |")
