@@ -22,6 +22,18 @@ def tol(dtype: torch.dtype) -> dict[str, float]:
     return TOLERANCES[dtype]
 
 
+def dyrelu_reference(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | None = None):
+    """The naive formulation of the public implementations: a ``K``-times expanded tensor, then max.
+
+    The tests' reference for :func:`dyrelu.functional.piecewise_max` (same arguments).
+    """
+    spatial = x.dim() - 2
+    a = a.reshape(a.shape[:2] + (1,) * spatial + a.shape[-1:]).to(x.dtype)
+    b = b.reshape(b.shape[:2] + (1,) * spatial + b.shape[-1:]).to(x.dtype)
+    y = (x.unsqueeze(-1) * a + b).max(dim=-1).values
+    return y if scale is None else y * scale
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

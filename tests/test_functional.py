@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
 
-from conftest import tol
+from conftest import dyrelu_reference, tol
 from dyrelu import functional as DF
 
 
@@ -20,7 +20,7 @@ def _coefs(n: int, c: int, k: int, dtype=torch.float64, requires_grad=True):
 def test_piecewise_max_matches_reference(k, shape, shared_channels):
     x = torch.randn(shape)
     a, b = _coefs(shape[0], 1 if shared_channels else shape[1], k, torch.float32, requires_grad=False)
-    torch.testing.assert_close(DF.piecewise_max(x, a, b), DF.dyrelu_reference(x, a, b), **tol(torch.float32))
+    torch.testing.assert_close(DF.piecewise_max(x, a, b), dyrelu_reference(x, a, b), **tol(torch.float32))
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
@@ -127,3 +127,20 @@ def test_spatial_attention():
         DF.spatial_attention(z, tau=0.0)
     with pytest.raises(ValueError, match="spatial dim"):
         DF.spatial_attention(torch.zeros(2, 1))
+
+
+def test_spatial_attention_takes_tau_as_a_tensor():
+    # DyReLUC passes its `temperature` buffer: the same map as the float, and no check that would sync a device.
+    z = torch.randn(2, 1, 3, 4)
+    torch.testing.assert_close(DF.spatial_attention(z, torch.tensor(3.0)), DF.spatial_attention(z, 3.0))
+
+
+def test_dyrelu_reference_is_not_public():
+    assert "dyrelu_reference" not in DF.__all__
+    x = torch.randn(2, 3, 4)
+    a, b = _coefs(2, 3, 2, torch.float32, requires_grad=False)
+    with pytest.warns(DeprecationWarning, match="dyrelu_reference is deprecated"):
+        old = DF.dyrelu_reference  # the old spelling works for one more release
+    torch.testing.assert_close(old(x, a, b), dyrelu_reference(x, a, b))
+    with pytest.raises(AttributeError, match="no_such_name"):
+        DF.no_such_name  # noqa: B018

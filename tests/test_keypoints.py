@@ -246,10 +246,29 @@ def test_fit_one_epoch_and_resume_equals_an_uninterrupted_run(tmp_path):
     assert set(DYNAMICS_COLUMNS) <= set(rows[0])  # resumed dynamics equal the uninterrupted run's (above)
     assert 0.0 <= rows[-1]["test_ap"] <= 1.0 and 0.0 <= rows[-1]["test_pck"] <= 1.0
     # the checkpoint alone rebuilds the network: same evaluation
-    model, _ = keypoint_model_from_checkpoint(tmp_path / "split")
+    model, state = keypoint_model_from_checkpoint(tmp_path / "split")
     assert [m.tau for m in model.modules() if isinstance(m, DyReLUC)] == [pytest.approx(1.0)] * 2
+    assert "taus" not in state  # τ is in the model's state dict
+    # A checkpoint of dyrelu 0.1 (format 1) kept τ beside the weights, in "taus": it still loads with its τ.
+    old = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
+    names = [k.removesuffix(".temperature") for k in old["model"] if k.endswith(".temperature")]
+    old["model"] = {k: v for k, v in old["model"].items() if not k.endswith(".temperature")}
+    old.update(version=1, taus=dict.fromkeys(names, 1.0))
+    torch.save(old, tmp_path / "old.pt")
+    old_model, _ = keypoint_model_from_checkpoint(tmp_path / "old.pt")
+    assert len(names) == 2 and [m.tau for m in old_model.modules() if isinstance(m, DyReLUC)] == [1.0, 1.0]
     again = evaluate_keypoint_checkpoint(tmp_path / "split", batch_size=32, device="cpu", threads=1)
     assert again["ap"] == pytest.approx(rows[-1]["test_ap"]) and again["pck"] == pytest.approx(rows[-1]["test_pck"])
+
+
+def test_fit_restores_the_thread_count():
+    threads = torch.get_num_threads()
+    fit_keypoints(tiny(threads=threads + 1))
+    assert torch.get_num_threads() == threads
+    few = make_keypoint_dataset(8, image_size=32, items="shapes")
+    with pytest.raises(ValueError, match="expected at least batch_size"):  # also when the run fails
+        fit_keypoints(tiny(threads=threads + 1), train_set=few, test_set=few)
+    assert torch.get_num_threads() == threads
 
 
 def test_fit_logs_the_dynamics_of_dyrelu_layers_only(tmp_path):

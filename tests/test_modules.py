@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import copy
+import inspect
+import pickle
+
 import pytest
 import torch
 from torch import nn
@@ -251,6 +255,113 @@ def test_tau_is_a_schedulable_attribute():
     flat = module(x)
     module.tau = 0.1
     assert not torch.allclose(flat, module(x))
+
+
+def test_tau_is_state():
+    module = _perturb(DyReLUC(4))
+    module.tau = 2.5  # annealed by a schedule
+    assert isinstance(module.tau, float)
+    state = module.state_dict()
+    assert state["temperature"].item() == 2.5
+    x = torch.randn(2, 4, 5, 5)
+    for fresh in (DyReLUC(4), DyReLUC()):  # eager and lazy
+        fresh.load_state_dict(state)
+        assert fresh.tau == 2.5 and fresh.channels == 4
+        torch.testing.assert_close(fresh(x), module(x))
+    # A state dict from before τ was state (dyrelu 0.1) loads strictly, keeping the module's own τ ...
+    old = {k: v for k, v in state.items() if k != "temperature"}
+    kept = nn.Sequential(DyReLUC(4, tau=7.0))
+    kept.load_state_dict({f"0.{k}": v for k, v in old.items()})
+    assert kept[0].tau == 7.0
+    torch.testing.assert_close(kept[0].fc2_weight, module.fc2_weight)
+    # ... but any other missing entry is still an error.
+    with pytest.raises(RuntimeError, match=r"Missing key.*spatial_weight"):
+        DyReLUC(4).load_state_dict({k: v for k, v in state.items() if k != "spatial_weight"})
+    with pytest.raises(ValueError, match=r"positive temperature tau, got 0\.0"):
+        module.tau = 0.0
+    assert module.tau == 2.5
+    with torch.device("meta"):
+        assert "tau=?" in repr(DyReLUC(4))  # a meta tensor has no value; printing the model still works
+
+
+def test_changing_tau_does_not_recompile():
+    dynamo_testing = pytest.importorskip("torch._dynamo.testing")
+    counter = dynamo_testing.CompileCounter()
+    module = _perturb(DyReLUC(4))
+    compiled = torch.compile(module, backend=counter)
+    x = torch.randn(2, 4, 5, 5)
+    for tau in (10.0, 5.0, 1.0):
+        module.tau = tau
+        torch.testing.assert_close(compiled(x), module(x))
+    assert counter.frame_count == 1
+
+
+# -- DyReLU: the public base class ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("variant", "cls"), [("A", DyReLUA), ("b", DyReLUB), ("C", DyReLUC)])
+def test_dyrelu_builds_the_variant_once(variant, cls, monkeypatch):
+    calls = []
+    init = cls.__init__
+
+    def counting_init(self, *args, **kwargs):
+        calls.append((args, kwargs))
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "__init__", counting_init)
+    module = DyReLU(4, variant=variant, k=3)
+    assert type(module) is cls and isinstance(module, DyReLU) and module.k == 3
+    assert calls == [((4,), {"k": 3})]  # one __init__, without the variant argument
+
+
+def test_dyrelu_is_the_public_base_class():
+    assert all(issubclass(cls, DyReLU) for cls in VARIANTS)
+    assert type(DyReLU(4)) is DyReLUB  # the default variant
+    assert DyReLU(4, variant="c", tau=2.0, gamma=3.0).tau == 2.0
+    with pytest.raises(TypeError, match="variant"):
+        DyReLUB(4, variant="B")  # only DyReLU itself takes a variant
+
+    class DoubledDyReLU(DyReLU):
+        def forward(self, x, context=None):
+            return 2 * super().forward(x, context)
+
+    act = DoubledDyReLU(4, k=3)
+    x = torch.randn(2, 4, 3, 3)
+    assert isinstance(act, DyReLU) and act.k == 3 and act.fc2_weight.shape == (2 * 3 * 4, 1)
+    torch.testing.assert_close(act(x), 2 * torch.relu(x))
+
+
+def test_signatures_name_every_argument():
+    shared = {name: p for name, p in inspect.signature(DyReLU.__init__).parameters.items() if name != "self"}
+    for cls in VARIANTS:
+        params = inspect.signature(cls).parameters
+        assert all(p.kind is not inspect.Parameter.VAR_KEYWORD for p in params.values()), cls
+        assert {name: params[name].default for name in shared} == {name: p.default for name, p in shared.items()}
+    assert set(inspect.signature(DyReLUC).parameters) == {*shared, "tau", "gamma"}
+    front = inspect.signature(DyReLU).parameters
+    assert front["variant"].default == "B" and "k" in front and "self" not in front
+
+
+@pytest.mark.parametrize("cls", VARIANTS)
+def test_pickle_deepcopy_and_torch_save(cls, tmp_path):
+    module = _perturb(cls(6))
+    if cls is DyReLUC:
+        module.tau = 2.5
+    x = torch.randn(2, 6, 4, 4)
+    expected = module(x)
+    torch.save(module, tmp_path / "module.pt")
+    copies = [
+        copy.deepcopy(module),
+        pickle.loads(pickle.dumps(module)),
+        torch.load(tmp_path / "module.pt", weights_only=False),
+    ]
+    for other in copies:
+        assert type(other) is cls
+        torch.testing.assert_close(other(x), expected)
+        if cls is DyReLUC:
+            assert other.tau == 2.5
+    lazy = copy.deepcopy(cls())
+    assert type(lazy) is cls and lazy(x).shape == x.shape and lazy.channels == 6
 
 
 # -- bad input -----------------------------------------------------------------------------------------

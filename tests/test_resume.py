@@ -16,12 +16,30 @@ from test_data import write_fashion_mnist
 
 TIMING = ("epoch_seconds", "train_images_per_second")
 
+# `dyrelu train` with a slow training data source: each training batch arrives 0.5 s late, so that the test
+# can kill the run in the middle of an epoch. The delay lives here, not in the library's training loop.
+_SLOW_TRAIN = """
+import sys, time
+from dyrelu.cli import main
+from dyrelu.data import BatchLoader
 
-def _train_command(data_dir, out, *extra):
+batches = BatchLoader.__iter__
+
+def slow_batches(self):
+    for batch in batches(self):
+        if self.train:
+            time.sleep(0.5)
+        yield batch
+
+BatchLoader.__iter__ = slow_batches
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _train_command(data_dir, out, *extra, slow=False):
     return [
         sys.executable,
-        "-m",
-        "dyrelu",
+        *(["-c", _SLOW_TRAIN] if slow else ["-m", "dyrelu"]),
         "train",
         "--out",
         str(out),
@@ -57,10 +75,10 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
     reference = subprocess.Popen(
         _train_command(data, tmp_path / "reference"), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
-    # Six steps per epoch, 0.5 s each: after the first checkpoint appears, epoch 2 runs for at least 3 s.
+    # Six steps per epoch, each batch 0.5 s late: after the first checkpoint appears, epoch 2 runs for at least 3 s.
     victim = subprocess.Popen(
-        _train_command(data, tmp_path / "run"),
-        env={**env, "DYRELU_TEST_STEP_DELAY": "0.5"},
+        _train_command(data, tmp_path / "run", slow=True),
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from dyrelu import DyReLUB, DyReLUC, StaticPWL
-from dyrelu.data import BatchLoader, make_synthetic
+from dyrelu.data import BatchLoader, DataError, make_synthetic
 from dyrelu.train import (
     CheckpointError,
     TrainConfig,
@@ -198,13 +198,52 @@ def test_checkpoint_rebuilds_a_registered_model_with_its_taus(tmp_path):
     assert result.metrics[-1]["tau"] == pytest.approx(tau_at(4, 4, 5.0, 2.0))
     model, state = model_from_checkpoint(tmp_path / "last.pt")
     taus = {m.tau for m in model.modules() if isinstance(m, DyReLUC)}
-    assert sorted(taus) == pytest.approx([3.0]) and state["taus"]
+    assert sorted(taus) == pytest.approx([3.0])
+    # τ travels in the model's state dict, not beside it
+    saved = [v.item() for k, v in state["model"].items() if k.endswith(".temperature")]
+    assert saved and set(saved) == {3.0} and "taus" not in state
+    # A checkpoint of dyrelu 0.1 (format 1) kept τ beside the weights, in "taus": it still loads with its τ.
+    old = torch.load(tmp_path / "last.pt", weights_only=True)
+    names = [k.removesuffix(".temperature") for k in old["model"] if k.endswith(".temperature")]
+    old["model"] = {k: v for k, v in old["model"].items() if not k.endswith(".temperature")}
+    old.update(version=1, taus=dict.fromkeys(names, 3.0))
+    torch.save(old, tmp_path / "old.pt")
+    old_model, _ = model_from_checkpoint(tmp_path / "old.pt")
+    assert sorted({m.tau for m in old_model.modules() if isinstance(m, DyReLUC)}) == pytest.approx([3.0])
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         assert torch.allclose(model(x), result.model(x), atol=1e-5)
     again = evaluate_checkpoint(tmp_path, device="cpu")
     assert again["acc"] == pytest.approx(result.metrics[-1]["test_acc"])
     assert again["loss"] == pytest.approx(result.metrics[-1]["test_loss"], rel=1e-4)
+
+
+def test_tau_helpers_of_old_checkpoints_are_deprecated():
+    from dyrelu.train.checkpoint import dyrelu_taus, load_taus
+
+    model = nn.Sequential(DyReLUC(4, tau=3.0))
+    with pytest.warns(DeprecationWarning, match="dyrelu_taus is deprecated"):
+        assert dyrelu_taus(model) == {"0": 3.0}
+    with pytest.warns(DeprecationWarning, match="load_taus is deprecated"):
+        load_taus(model, {"0": 2.0})
+    assert model[0].tau == 2.0
+
+
+def test_fit_restores_threads_and_cudnn_flags(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    threads = torch.get_num_threads()
+    fit(config(threads=threads + 1), model=tiny_net())
+    assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic) == (True, False)
+    assert torch.get_num_threads() == threads
+    # also when the run fails after changing them (here: no data where the config points)
+    with pytest.raises(DataError):
+        fit(
+            config(data="fashion-mnist", data_dir=str(tmp_path / "nothing"), data_kwargs={}, threads=threads + 1),
+            model=tiny_net(),
+        )
+    assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic) == (True, False)
+    assert torch.get_num_threads() == threads
 
 
 def test_atomic_save_leaves_no_temporary_file(tmp_path):

@@ -15,6 +15,7 @@ input-independent coefficients. The optional ``scale`` is ``(N, 1, *S)`` (DY-ReL
 from __future__ import annotations
 
 import functools
+import warnings
 
 import torch
 from torch import Tensor
@@ -23,7 +24,6 @@ from dyrelu._piecewise import PiecewiseMax, forward_max, tracing
 
 __all__ = [
     "coefficients",
-    "dyrelu_reference",
     "normalize_residual",
     "piecewise_max",
     "spatial_attention",
@@ -144,12 +144,13 @@ def coefficients(
     return init_a + lambda_a * delta_a, init_b + lambda_b * delta_b
 
 
-def spatial_attention(logits: Tensor, tau: float = 10.0, gamma: float | None = None) -> Tensor:
+def spatial_attention(logits: Tensor, tau: float | Tensor = 10.0, gamma: float | None = None) -> Tensor:
     """DY-ReLU-C's spatial attention ``π = min(γ · softmax(z / τ), 1)`` over all spatial positions.
 
     Args:
         logits: z, one logit per position.
-        tau: τ, the softmax temperature (large values flatten the map).
+        tau: τ, the softmax temperature (large values flatten the map): a positive float, or a 0-dim tensor
+            (DyReLUC's ``temperature`` buffer; not checked, as that would synchronise with the device).
         gamma: γ; ``None`` means ``HW / 3``, so that a uniform map gives ``π = 1/3`` everywhere.
 
     Shape:
@@ -163,7 +164,7 @@ def spatial_attention(logits: Tensor, tau: float = 10.0, gamma: float | None = N
     """
     if logits.dim() < 3:
         raise ValueError(f"expected logits of shape (N, 1, *spatial) with a spatial dim, got {tuple(logits.shape)}")
-    if tau <= 0:
+    if not isinstance(tau, Tensor) and not tau > 0:
         raise ValueError(f"expected a positive temperature tau, got {tau}")
     positions = logits.shape[2:].numel()
     gamma = positions / 3.0 if gamma is None else gamma
@@ -171,13 +172,22 @@ def spatial_attention(logits: Tensor, tau: float = 10.0, gamma: float | None = N
     return torch.clamp(weights * gamma, max=1.0)
 
 
-def dyrelu_reference(x: Tensor, a: Tensor, b: Tensor, scale: Tensor | None = None) -> Tensor:
-    """The naive formulation of the public implementations: a ``K``-times expanded tensor, then max.
-
-    Used by the tests and benchmarks as the reference; same arguments as :func:`piecewise_max`.
-    """
+def _dyrelu_reference(x: Tensor, a: Tensor, b: Tensor, scale: Tensor | None = None) -> Tensor:
+    # The naive K-times expanded formulation, kept only behind the deprecated name below (removed in 0.3).
     spatial = x.dim() - 2
     a = a.reshape(a.shape[:2] + (1,) * spatial + a.shape[-1:]).to(x.dtype)
     b = b.reshape(b.shape[:2] + (1,) * spatial + b.shape[-1:]).to(x.dtype)
     y = (x.unsqueeze(-1) * a + b).max(dim=-1).values
     return y if scale is None else y * scale
+
+
+def __getattr__(name: str):
+    if name == "dyrelu_reference":
+        warnings.warn(
+            "dyrelu.functional.dyrelu_reference is deprecated and will be removed in dyrelu 0.3: it is a test "
+            "reference (the K-times expanded formulation), not part of the API; copy it if you need it",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return _dyrelu_reference
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

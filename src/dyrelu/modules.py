@@ -1,12 +1,14 @@
-"""DY-ReLU modules: DyReLUA, DyReLUB, DyReLUC and the DyReLU(variant=...) front.
+"""DY-ReLU modules: the public base class DyReLU (also a front, ``DyReLU(variant=...)``) and DyReLUA/B/C.
 
 Paper: Chen et al., "Dynamic ReLU", ECCV 2020, https://arxiv.org/abs/2003.10027.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,8 +39,70 @@ def _linear_init(weight: Tensor, bias: Tensor) -> None:
     nn.init.uniform_(bias, -bound, bound)
 
 
-class _DyReLUBase(LazyChannels):
-    """Shared machinery: argument checks, layouts, lazy channels and the hyper function θ(x)."""
+def _check_tau(tau: float) -> float:
+    try:
+        value = float(tau)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not value > 0:  # NaN too
+        raise ValueError(f"expected a positive temperature tau, got {tau!r}")
+    return value
+
+
+class _DyReLUType(type):
+    """``DyReLU(...)`` itself builds the variant named by ``variant``; its subclasses construct as usual.
+
+    In the metaclass rather than ``DyReLU.__new__``: Python calls ``__init__`` on whatever ``__new__`` returns
+    when it is an instance of the class called, so a ``__new__`` dispatch would run the variant's ``__init__``
+    a second time, with ``variant`` among its arguments.
+    """
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if cls is DyReLU:
+            return _variant_class(kwargs.pop("variant", "B"))(*args, **kwargs)
+        return super().__call__(*args, **kwargs)
+
+    @property
+    def __signature__(cls) -> inspect.Signature:
+        # inspect.signature(cls) would otherwise report __call__'s (*args, **kwargs) for every subclass.
+        init = inspect.signature(cls.__init__)
+        params = list(init.parameters.values())[1:]  # without self
+        if cls is DyReLU:
+            variant = inspect.Parameter("variant", inspect.Parameter.KEYWORD_ONLY, default="B", annotation="str")
+            extra = inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)  # the variant's own (tau, gamma)
+            params = [params[0], variant, *params[1:], extra]
+        return init.replace(parameters=params)
+
+
+class DyReLU(LazyChannels, metaclass=_DyReLUType):
+    """Dynamic ReLU: the public base class of :class:`DyReLUA`, :class:`DyReLUB` and :class:`DyReLUC`.
+
+    ``y_c = max_k(a_c^k(x) * x_c + b_c^k(x))``: a piecewise-linear activation whose K pieces come from a
+    hyper function θ(x) of the input (global average pool → FC C→C/R → ReLU → FC → ``2σ − 1`` →
+    ``a = α + λ_a Δa``, ``b = β + λ_b Δb``). The class holds what the variants share (arguments, layouts,
+    lazy channels, θ); ``isinstance(m, DyReLU)`` matches every variant, and it can be subclassed (a direct
+    subclass computes one function per channel, as DY-ReLU-B).
+
+    Called itself, ``DyReLU(channels, variant="B", **kwargs)`` builds the variant named by ``variant``
+    (``"A"``, ``"B"`` or ``"C"``, case-insensitive) with the other arguments.
+
+    Args:
+        channels: C; ``None`` infers it on the first forward pass (a lazy module).
+        k, reduction, min_hidden, lambda_a, lambda_b, init_a, init_b, zero_init_last, context_channels,
+            channels_last, inplace, device, dtype: as for :class:`DyReLUA`.
+        variant: only when calling ``DyReLU`` itself: the variant to build (DY-ReLU-C also takes ``tau``
+            and ``gamma``, see :class:`DyReLUC`).
+
+    Shape:
+        - Input: :math:`(N, C, *)` with 0 to 3 spatial dims, or :math:`(N, *, C)` with ``channels_last``.
+        - Output: same shape and memory format as the input.
+
+    Example:
+        >>> DyReLU(8, variant="a")
+        DyReLUA(8, k=2, reduction=8, lambda_a=1.0, lambda_b=0.5, init_a=(1.0, 0.0), init_b=(0.0, 0.0))
+        >>> isinstance(DyReLUC(8), DyReLU)
+        True
+    """
 
     _per_channel: bool = True
 
@@ -195,7 +259,7 @@ class _DyReLUBase(LazyChannels):
         return ", ".join(parts)
 
 
-class DyReLUA(_DyReLUBase):
+class DyReLUA(DyReLU):
     """DY-ReLU-A: one piecewise-linear function shared by all channels and positions of a sample.
 
     ``y = max_k(a^k(x) * x + b^k(x))`` with ``2K`` coefficients per sample from the hyper function
@@ -249,7 +313,7 @@ class DyReLUA(_DyReLUBase):
     _per_channel = False
 
 
-class DyReLUB(_DyReLUBase):
+class DyReLUB(DyReLU):
     """DY-ReLU-B: one piecewise-linear function per channel, shared over positions (the paper's default).
 
     ``y_c = max_k(a_c^k(x) * x_c + b_c^k(x))`` with ``2KC`` coefficients per sample from the hyper
@@ -279,7 +343,7 @@ class DyReLUB(_DyReLUBase):
     """
 
 
-class DyReLUC(_DyReLUBase):
+class DyReLUC(DyReLU):
     """DY-ReLU-C: per channel and per position, ``a_{c,p}^k = π_p · a_c^k`` (same for ``b``).
 
     The spatial attention is ``π = min(γ · softmax(z / τ), 1)`` with ``z`` a 1×1 convolution C→1 of the
@@ -295,8 +359,11 @@ class DyReLUC(_DyReLUBase):
         k, reduction, min_hidden, lambda_a, lambda_b, init_a, init_b, zero_init_last, context_channels: as for
             :class:`DyReLUA` (``zero_init_last=False`` also initialises the attention convolution as
             ``nn.Conv2d`` does; the attention always reads the input ``x``, never the context).
-        tau: τ, the softmax temperature (10 in the paper). A plain attribute: a training schedule
-            may change it between steps.
+        tau: τ, the softmax temperature (10 in the paper). Part of the module's state: the buffer
+            ``temperature`` (0-dim, in the module's dtype) is in ``state_dict()``, so an annealed τ is saved and
+            loaded with the weights (a state dict without it, from dyrelu 0.1, loads and keeps the module's τ).
+            The property ``tau`` reads and assigns it as a float: a training schedule may change it between
+            steps (see :func:`dyrelu.train.set_tau`).
         gamma: γ; ``None`` means ``HW / 3`` for each input's spatial size.
         channels_last: the input is ``(N, *, C)``.
         inplace: accepted and ignored.
@@ -319,19 +386,67 @@ class DyReLUC(_DyReLUBase):
         self,
         channels: int | None = None,
         *,
+        k: int = 2,
+        reduction: int = 8,
+        min_hidden: int = 1,
+        lambda_a: float = 1.0,
+        lambda_b: float = 0.5,
+        init_a: Sequence[float] | None = None,
+        init_b: Sequence[float] | None = None,
+        zero_init_last: bool = True,
+        context_channels: int | None = None,
         tau: float = 10.0,
         gamma: float | None = None,
+        channels_last: bool = False,
+        inplace: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
-        **kwargs,
     ) -> None:
-        if tau <= 0:
-            raise ValueError(f"expected a positive temperature tau, got {tau}")
+        tau = _check_tau(tau)
         if gamma is not None and gamma <= 0:
             raise ValueError(f"expected a positive gamma or None (HW/3), got {gamma}")
-        self.tau = float(tau)
         self.gamma = None if gamma is None else float(gamma)
-        super().__init__(channels, device=device, dtype=dtype, **kwargs)
+        super().__init__(
+            channels,
+            k=k,
+            reduction=reduction,
+            min_hidden=min_hidden,
+            lambda_a=lambda_a,
+            lambda_b=lambda_b,
+            init_a=init_a,
+            init_b=init_b,
+            zero_init_last=zero_init_last,
+            context_channels=context_channels,
+            channels_last=channels_last,
+            inplace=inplace,
+            device=device,
+            dtype=dtype,
+        )
+        # τ is state (an annealed τ travels with the weights); a tensor rather than a float in forward, so
+        # that a schedule changing it every step does not recompile a torch.compile'd model.
+        self.register_buffer("temperature", torch.tensor(tau, device=device, dtype=dtype))
+
+    @property
+    def tau(self) -> float:
+        """τ as a float; assigning a float sets the ``temperature`` buffer in place."""
+        return float(self.temperature)
+
+    @tau.setter
+    def tau(self, value: float) -> None:
+        with torch.no_grad():
+            self.temperature.fill_(_check_tau(value))
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        key = prefix + "temperature"
+        if key not in state_dict and key in missing_keys:
+            # A state dict from before τ was state (dyrelu 0.1): keep this module's τ, as BatchNorm does
+            # for a state dict without num_batches_tracked.
+            missing_keys.remove(key)
 
     def _shapes(self, channels: int) -> dict[str, tuple[int, ...]]:
         return {**super()._shapes(channels), "spatial_weight": (channels,)}
@@ -359,24 +474,19 @@ class DyReLUC(_DyReLUBase):
             logits = torch.matmul(flat.transpose(1, 2), weight).unsqueeze(1)  # (N, 1, P)
         else:
             logits = torch.bmm(weight.view(1, 1, -1).expand(x.shape[0], 1, -1), flat)  # (N, 1, P)
-        pi = DF.spatial_attention(logits, self.tau, self.gamma)
+        pi = DF.spatial_attention(logits, self.temperature, self.gamma)
         return pi.view((x.shape[0], 1, *x.shape[2:]))
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, tau={self.tau}, gamma={self.gamma}"
+        tau = "?" if self.temperature.is_meta else self.tau  # a meta tensor has no value to print
+        return f"{super().extra_repr()}, tau={tau}, gamma={self.gamma}"
 
 
 _VARIANTS = {"A": DyReLUA, "B": DyReLUB, "C": DyReLUC}
 
 
-def DyReLU(channels: int | None = None, *, variant: str = "B", **kwargs) -> _DyReLUBase:
-    """Create a DY-ReLU of the given ``variant`` ("A", "B" or "C", case-insensitive).
-
-    Example:
-        >>> DyReLU(8, variant="a")
-        DyReLUA(8, k=2, reduction=8, lambda_a=1.0, lambda_b=0.5, init_a=(1.0, 0.0), init_b=(0.0, 0.0))
-    """
+def _variant_class(variant: str) -> type[DyReLU]:
     cls = _VARIANTS.get(str(variant).upper())
     if cls is None:
         raise ValueError(f"unknown DY-ReLU variant {variant!r}, expected one of {sorted(_VARIANTS)}")
-    return cls(channels, **kwargs)
+    return cls

@@ -45,14 +45,7 @@ from dyrelu.keypoints.evaluation import (
 from dyrelu.keypoints.heatmaps import gaussian_heatmaps
 from dyrelu.keypoints.model import KeypointNet
 from dyrelu.keypoints.synthetic import IMAGE_MEAN, IMAGE_STD, KEYPOINT_NAMES, KeypointDataset
-from dyrelu.train.checkpoint import (
-    CheckpointError,
-    capture_rng,
-    dyrelu_taus,
-    load_taus,
-    restore_rng,
-    save_checkpoint,
-)
+from dyrelu.train.checkpoint import CheckpointError, capture_rng, restore_rng, save_checkpoint
 from dyrelu.train.optim import create_optimizer
 from dyrelu.train.runtime import (
     check_finite_loss,
@@ -105,6 +98,8 @@ def fit_keypoints(
         log: receives one line per event (resume, epoch summary). ``None``: silent.
         progress: show a tqdm progress bar per epoch (if tqdm is installed).
 
+    The CPU thread count is set from ``config.threads`` while training and restored afterwards.
+
     Returns:
         :class:`KeypointFitResult` with the trained model and the metrics of every epoch (resumed ones included).
 
@@ -117,6 +112,22 @@ def fit_keypoints(
         >>> [row["epoch"] for row in fit_keypoints(cfg.replace(epochs=1)).metrics]
         [1]
     """
+    threads = torch.get_num_threads()
+    try:
+        return _fit_keypoints(config, out_dir, resume, train_set, test_set, log, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_keypoints(
+    config: KeypointConfig,
+    out_dir: str | os.PathLike | None,
+    resume: bool,
+    train_set: KeypointDataset | None,
+    test_set: KeypointDataset | None,
+    log: Log | None,
+    progress: bool,
+) -> KeypointFitResult:
     emit: Log = log or (lambda line: None)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     set_cpu_threads(config.threads, device)
@@ -154,7 +165,6 @@ def fit_keypoints(
         except (KeyError, ValueError, RuntimeError) as err:
             detail = " ".join(str(err).split())[:300]
             raise CheckpointError(f"the state in {ckpt_path} does not fit this run: {detail}") from None
-        load_taus(model, state.get("taus", {}))
         metrics = list(state.get("metrics", []))
         start_epoch = int(state["epoch"])
         if state.get("rng"):
@@ -213,7 +223,6 @@ def fit_keypoints(
                         "scheduler": scheduler.state_dict(),
                         "rng": [capture_rng()],
                         "metrics": metrics,
-                        "taus": dyrelu_taus(model),
                         "input_shape": [1, config.image_size, config.image_size],
                         "keypoint_names": list(KEYPOINT_NAMES),
                         "normalization": {"mean": [IMAGE_MEAN], "std": [IMAGE_STD]},

@@ -16,11 +16,7 @@ from dyrelu.keypoints.heatmaps import decode_heatmaps, gaussian_heatmaps
 from dyrelu.keypoints.metrics import oks, oks_ap, pck
 from dyrelu.keypoints.model import KeypointNet
 from dyrelu.keypoints.synthetic import IMAGE_MEAN, IMAGE_STD, KEYPOINT_NAMES, KeypointDataset, make_keypoint_dataset
-from dyrelu.train.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    load_taus,
-)
+from dyrelu.train.checkpoint import CheckpointError, load_checkpoint
 from dyrelu.train.evaluation import load_model_state
 from dyrelu.train.runtime import (
     set_cpu_threads,
@@ -200,7 +196,6 @@ def keypoint_model_from_checkpoint(
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"cannot rebuild the model of {where}: {err}") from None
     load_model_state(model, state["model"], where)
-    load_taus(model, state.get("taus", {}))
     return model.to(device).eval(), state
 
 

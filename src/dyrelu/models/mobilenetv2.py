@@ -18,7 +18,7 @@ from torchvision.ops.misc import Conv2dNormActivation
 
 from dyrelu.models._layers import ActLayer, new_stem_conv, replace_conv_norm_acts
 from dyrelu.models._registry import register_model
-from dyrelu.modules import _DyReLUBase
+from dyrelu.modules import DyReLU
 
 __all__ = ["ACT_CONTEXTS", "MobileNetV2"]
 
@@ -111,7 +111,7 @@ class BlockContextInvertedResidual(InvertedResidual):
     def forward(self, x: Tensor) -> Tensor:
         h = x
         for layer in self.conv:
-            if isinstance(layer, Conv2dNormActivation) and isinstance(layer[-1], _DyReLUBase):
+            if isinstance(layer, Conv2dNormActivation) and isinstance(layer[-1], DyReLU):
                 *inner, act = layer
                 for module in inner:
                     h = module(h)

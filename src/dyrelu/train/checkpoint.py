@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,8 @@ __all__ = [
     "CHECKPOINT_NAME",
     "CheckpointError",
     "capture_rng",
-    "dyrelu_taus",
     "find_checkpoint",
     "load_checkpoint",
-    "load_taus",
     "restore_rng",
     "save_checkpoint",
 ]
@@ -32,7 +31,8 @@ __all__ = [
 #: The file name of the latest checkpoint in a run's output folder.
 CHECKPOINT_NAME = "last.pt"
 _FORMAT = "dyrelu-checkpoint"
-_VERSION = 1
+# 2: DY-ReLU-C's τ is in the model's state dict (version 1 kept it beside, in "taus").
+_VERSION = 2
 _REQUIRED = ("format", "version", "config", "epoch", "model")
 
 
@@ -96,6 +96,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(
             f"checkpoint {path} has format version {state['version']}; this dyrelu reads up to {_VERSION}, upgrade it"
         )
+    return _upgrade(state)
+
+
+def _upgrade(state: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 kept each DY-ReLU-C's τ beside the weights (``taus``, by module name): move it into them."""
+    taus = state.pop("taus", None) or {}
+    model = state["model"]
+    if isinstance(model, dict):
+        for name, tau in taus.items():
+            model.setdefault(f"{name}.temperature" if name else "temperature", torch.tensor(float(tau)))
     return state
 
 
@@ -144,12 +154,23 @@ def _python_state() -> list[Any]:
 
 
 def dyrelu_taus(model: nn.Module) -> dict[str, float]:
-    """The temperature of each DY-ReLU-C (a plain attribute, not in the state dict) by module name."""
+    """Deprecated (removed in dyrelu 0.3): τ is in the state dict; read ``module.tau``."""
+    warnings.warn(
+        "dyrelu_taus is deprecated: DY-ReLU-C's tau is in the module's state dict (the 'temperature' buffer)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     return {name: float(m.tau) for name, m in model.named_modules() if isinstance(m, DyReLUC)}
 
 
 def load_taus(model: nn.Module, taus: dict[str, float]) -> None:
-    """Set the temperatures saved by :func:`dyrelu_taus` on the DY-ReLU-C modules of the same names."""
+    """Deprecated (removed in dyrelu 0.3): ``load_state_dict`` restores τ; set ``module.tau`` otherwise."""
+    warnings.warn(
+        "load_taus is deprecated: DY-ReLU-C's tau is in the module's state dict (the 'temperature' buffer), and "
+        "load_checkpoint moves the 'taus' of older checkpoints into it",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     modules = dict(model.named_modules())
     for name, tau in taus.items():
         if isinstance(modules.get(name), DyReLUC):

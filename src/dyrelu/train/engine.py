@@ -24,13 +24,7 @@ from dyrelu.analysis.dynamics import dyrelu_layers
 from dyrelu.analysis.summary import dynamics_numbers
 from dyrelu.data import BatchLoader, DataError, ImageDataset, create_dataset, holdout, normalize_batch
 from dyrelu.train import distributed as D
-from dyrelu.train.checkpoint import (
-    CheckpointError,
-    capture_rng,
-    dyrelu_taus,
-    restore_rng,
-    save_checkpoint,
-)
+from dyrelu.train.checkpoint import CheckpointError, capture_rng, restore_rng, save_checkpoint
 from dyrelu.train.config import MODEL_FIELDS, TrainConfig
 from dyrelu.train.evaluation import amp_autocast, build_model, evaluate, load_model_state, materialize, uses_conv2d
 from dyrelu.train.optim import create_optimizer
@@ -49,8 +43,6 @@ __all__ = ["FitResult", "fit"]
 
 Log = Callable[[str], None]
 
-# Test-only: seconds to sleep after each training step, so that a test can kill a run mid-epoch.
-_STEP_DELAY_ENV = "DYRELU_TEST_STEP_DELAY"
 # Fields that may not change on --resume: they define the network and the optimizer's state layout.
 _FIXED_ON_RESUME = (*MODEL_FIELDS, "opt")
 
@@ -83,7 +75,6 @@ def _train_epoch(
     device = ctx.device
     steps = len(loader)
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
-    delay = float(os.environ.get(_STEP_DELAY_ENV, "0") or 0)
     bar = progress_bar(steps, f"epoch {epoch + 1}/{config.epochs}", progress and ctx.is_main)
     lr = scheduler.get_last_lr()[0]
     for i, (images, labels) in enumerate(loader):
@@ -113,8 +104,6 @@ def _train_epoch(
             bar.update(1)
             if i % 10 == 0 or i == steps - 1:
                 bar.set_postfix(loss=f"{totals[0].item() / max(totals[2].item(), 1):.4f}", lr=f"{lr:.3g}")
-        if delay:
-            time.sleep(delay)
     if bar is not None:
         bar.close()
     D.all_reduce_sum(totals, ctx)
@@ -200,7 +189,8 @@ def fit(
         log: receives one line per event (resume, epoch summary); rank 0 only. ``None``: silent.
         progress: show a tqdm progress bar per epoch (rank 0, if tqdm is installed).
 
-    The CPU thread count is set from ``config.threads`` while training and restored afterwards.
+    The CPU thread count is set from ``config.threads`` while training, and cuDNN made deterministic
+    (``torch.backends.cudnn.benchmark = False``, ``deterministic = True``); both are restored afterwards.
 
     Returns:
         :class:`FitResult` with the trained model (unwrapped from DDP), the resolved config and the
@@ -213,10 +203,12 @@ def fit(
     ctx = D.setup(config.device)
     emit: Log = log if (log is not None and ctx.is_main) else (lambda line: None)
     threads = torch.get_num_threads()
+    cudnn = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
     try:
         return _fit(config, out_dir, resume, model, train_set, test_set, emit, progress, ctx)
     finally:
         torch.set_num_threads(threads)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn
         D.cleanup(ctx)
 
 
@@ -403,7 +395,6 @@ def _fit(
                         "scaler": scaler.state_dict() if scaler.is_enabled() else {},
                         "rng": rng_states,
                         "metrics": metrics,
-                        "taus": dyrelu_taus(raw_model),
                         "input_shape": list(train_set.image_shape),
                         "classes": list(train_set.classes),
                         "normalization": {"mean": list(train_set.mean), "std": list(train_set.std)},

@@ -13,11 +13,7 @@ from torch.nn.parameter import is_lazy
 
 from dyrelu.data import BatchLoader, DataError, ImageDataset, create_dataset
 from dyrelu.train import distributed as D
-from dyrelu.train.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    load_taus,
-)
+from dyrelu.train.checkpoint import CheckpointError, load_checkpoint
 from dyrelu.train.config import TrainConfig
 
 __all__ = ["build_model", "evaluate", "evaluate_checkpoint", "model_from_checkpoint"]
@@ -142,7 +138,6 @@ def model_from_checkpoint(
         raise CheckpointError(f"cannot rebuild the model of {where}: {err}") from None
     materialize(model, tuple(state.get("input_shape") or (config.in_chans, 32, 32)))
     load_model_state(model, state["model"], where)
-    load_taus(model, state.get("taus", {}))
     return model.to(device).eval(), state
 
 

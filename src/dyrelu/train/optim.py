@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from dyrelu.activations import StaticPWL
-from dyrelu.modules import _DyReLUBase
+from dyrelu.modules import DyReLU
 
 __all__ = ["create_optimizer", "hyper_parameters", "param_groups"]
 
@@ -19,7 +19,7 @@ def hyper_parameters(model: nn.Module) -> set[int]:
         >>> len(hyper_parameters(nn.Sequential(nn.Conv2d(3, 8, 3), DyReLUB(8))))
         4
     """
-    return {id(p) for m in model.modules() if isinstance(m, _DyReLUBase) for p in m.parameters(recurse=False)}
+    return {id(p) for m in model.modules() if isinstance(m, DyReLU) for p in m.parameters(recurse=False)}
 
 
 def param_groups(
