@@ -10,7 +10,7 @@ from dyrelu.activations import Maxout, SEReLU, StaticPWL
 from dyrelu.aprelu import APReLU
 from dyrelu.convert import ConversionError, convert
 from dyrelu.modules import DyReLU, DyReLUA, DyReLUB, DyReLUC
-from dyrelu.registry import create_act, list_acts, register_act
+from dyrelu.registry import create_act, get_act_layer, list_acts, register_act
 
 __version__ = "0.1.0"
 
@@ -28,6 +28,7 @@ __all__ = [
     "convert",
     "create_act",
     "functional",
+    "get_act_layer",
     "list_acts",
     "register_act",
 ]

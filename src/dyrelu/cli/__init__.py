@@ -50,8 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 2
+    from dyrelu.files import WriteError
+
     try:
         return int(args._run(args) or 0)
-    except CLIError as err:
+    except (CLIError, WriteError) as err:  # a failed write not handled by the command: what and why, one line
         print(f"dyrelu {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import errno
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from dyrelu.cli import CLIError
+from dyrelu.files import WriteError
 
-DATASETS = ("fashion-mnist", "cifar10", "cifar100", "folder", "synthetic")
+DATASETS = ("fashion-mnist", "cluttered-fashion-mnist", "cifar10", "cifar100", "folder", "synthetic")
 
 
 def add_data_args(parser: argparse.ArgumentParser, *, for_eval: bool = False) -> None:
@@ -27,7 +30,9 @@ def add_data_args(parser: argparse.ArgumentParser, *, for_eval: bool = False) ->
         "dataset-fashion-mnist`; CIFAR: the folder holding cifar-10-batches-py/ or cifar-100-python/; folder: "
         "one sub-folder per class, or train/ and val/ with one sub-folder per class each)",
     )
-    group.add_argument("--image-size", type=int, default=None, metavar="PX", help="folder/synthetic image side")
+    group.add_argument(
+        "--image-size", type=int, default=None, metavar="PX", help="folder/synthetic/cluttered image side"
+    )
     group.add_argument(
         "--synthetic-samples", type=int, default=None, metavar="N", help="synthetic training images (test: N/4)"
     )
@@ -119,14 +124,58 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0") or 0) == 0
 
 
+#: How to continue a run after a failed write, for :func:`write_error_message`.
+RESUME_RUN = "rerun with --resume"
+#: The same for the grids, whose runs resume by themselves.
+RESUME_GRID = "rerun the same command: finished runs are skipped and the others resume from their checkpoints"
+
+
+def write_error_message(err: WriteError, *, checkpoint: Path | None = None, resume: str | None = None) -> str:
+    """One line for a failed write: what and why (``err``), the state of the last checkpoint, how to go on.
+
+    Args:
+        err: the error.
+        checkpoint: the run's checkpoint file or output folder; the checkpoint is loaded to check that it is
+            intact, and its epoch named.
+        resume: how to continue (:data:`RESUME_RUN`, :data:`RESUME_GRID`); ``None``: nothing is said.
+    """
+    parts = [str(err)]
+    if checkpoint is not None:
+        from dyrelu.train import CheckpointError, find_checkpoint, load_checkpoint
+
+        checkpoint = find_checkpoint(checkpoint)
+        if not checkpoint.is_file():
+            parts.append("no checkpoint had been written yet")
+        else:
+            try:
+                epoch = load_checkpoint(checkpoint)["epoch"]
+            except CheckpointError as bad:
+                parts.append(f"the last checkpoint cannot be read either: {bad}")
+                resume = None
+            else:
+                # Written to a temporary file and renamed, so a failed write leaves the previous one as it was.
+                parts.append(f"the last good checkpoint {checkpoint} (epoch {epoch}) is intact")
+    if resume:
+        room = err.errno in (errno.ENOSPC, errno.EDQUOT)
+        parts.append(f"free some space, then {resume}" if room else f"fix that, then {resume}")
+    return "; ".join(parts)
+
+
 @contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn the library's data, checkpoint and configuration errors into one-line CLI errors."""
+def user_errors(*, checkpoint: Path | None = None, resume: str | None = None) -> Iterator[None]:
+    """Turn the library's data, checkpoint, configuration and write errors into one-line CLI errors.
+
+    Args:
+        checkpoint: the run's checkpoint file or output folder, which the message of a failed write describes.
+        resume: how to continue after a failed write (:data:`RESUME_RUN`, :data:`RESUME_GRID`).
+    """
     from dyrelu.data import DataError
     from dyrelu.train import CheckpointError
 
     try:
         yield
+    except WriteError as err:  # a full disk, a read-only folder: no traceback, say what to do
+        raise CLIError(write_error_message(err, checkpoint=checkpoint, resume=resume)) from None
     except (DataError, CheckpointError, FloatingPointError) as err:
         raise CLIError(str(err)) from None
     except ValueError as err:  # the library's bad-value errors name the value and what was expected

@@ -73,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
         for spec, names in pending_runs(args.results, claims, budget):
             print(f"{spec.run_id}  ({' '.join(names)})")
         return 0
+    from dyrelu.cli._common import RESUME_GRID, write_error_message
+    from dyrelu.files import WriteError
+
     try:
         run_grid(
             args.results,
@@ -83,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
             limit=args.limit,
             log=lambda line: print(line, flush=True),
         )
+    except WriteError as err:  # the results CSV: the runs' checkpoints are intact
+        raise CLIError(write_error_message(err, resume=RESUME_GRID)) from None
     except (ValueError, OSError) as err:
         raise CLIError(str(err).splitlines()[0]) from err
     print(f"results in {args.results}; write the report with: dyrelu report --results {args.results}", file=sys.stderr)

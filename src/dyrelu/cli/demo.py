@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from dyrelu.cli import CLIError
-from dyrelu.cli._common import add_progress_arg, check_model_options, positive, user_errors, want_progress
+from dyrelu.cli._common import (
+    RESUME_GRID,
+    add_progress_arg,
+    check_model_options,
+    positive,
+    user_errors,
+    want_progress,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -208,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
             f"{args.epochs} epochs, batch {args.batch_size}, seed {args.seed}",
             flush=True,
         )
-        with user_errors():
+        with user_errors(checkpoint=args.out / act, resume=RESUME_GRID):
             result = fit(config, args.out / act, resume=True, log=_print, progress=want_progress(args))
         metrics = result.metrics
         c = result.config.in_chans

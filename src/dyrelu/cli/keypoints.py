@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from dyrelu.cli import CLIError
-from dyrelu.cli._common import add_progress_arg, positive, user_errors, want_progress
-from dyrelu.files import write_text_atomic
+from dyrelu.cli._common import RESUME_GRID, RESUME_RUN, add_progress_arg, positive, user_errors, want_progress
+from dyrelu.files import WriteError, write_text_atomic
 
 __all__ = ["add_parser", "run"]
 
@@ -258,7 +258,7 @@ def _train(args: argparse.Namespace) -> int:
     from dyrelu.train import find_checkpoint, load_checkpoint
 
     changes = _overrides(args)
-    with user_errors():
+    with user_errors(checkpoint=args.out, resume=RESUME_RUN):
         ckpt = find_checkpoint(args.out)
         base = KeypointConfig()
         if args.resume and ckpt.is_file():
@@ -351,7 +351,7 @@ def _grid(args: argparse.Namespace) -> int:
         for spec in pending_keypoint_runs(args.results, budget=budget):
             print(spec.run_id)
         return 0
-    with user_errors():
+    with user_errors(resume=RESUME_GRID):
         try:
             run_keypoint_grid(
                 args.results,
@@ -361,6 +361,8 @@ def _grid(args: argparse.Namespace) -> int:
                 limit=args.limit,
                 log=lambda line: print(line, flush=True),
             )
+        except WriteError:
+            raise  # user_errors says how to go on
         except (ValueError, OSError) as err:
             raise CLIError(str(err).splitlines()[0]) from err
     print(f"results in {args.results}; the section: dyrelu keypoints report --results {args.results}", file=sys.stderr)

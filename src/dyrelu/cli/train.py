@@ -9,6 +9,7 @@ from typing import Any
 
 from dyrelu.cli import CLIError
 from dyrelu.cli._common import (
+    RESUME_RUN,
     act_kwargs,
     add_act_args,
     add_data_args,
@@ -180,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
     from dyrelu.train import TrainConfig, find_checkpoint, fit, load_checkpoint
 
     changes = overrides(args)
-    with user_errors():
+    with user_errors(checkpoint=args.out, resume=RESUME_RUN):
         ckpt = find_checkpoint(args.out)
         base = TrainConfig(data="fashion-mnist")
         if args.resume and ckpt.is_file():

@@ -19,6 +19,7 @@ from torchvision.ops.misc import Conv2dNormActivation
 from dyrelu.models._layers import ActLayer, new_stem_conv, replace_conv_norm_acts
 from dyrelu.models._registry import register_model
 from dyrelu.modules import DyReLU
+from dyrelu.registry import get_act_layer
 
 __all__ = ["ACT_CONTEXTS", "MobileNetV2"]
 
@@ -32,10 +33,10 @@ _SETTING = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 
 class MobileNetV2(tvm.MobileNetV2):
     """torchvision's MobileNetV2 with the activation at every site of the paper's placement.
 
-    Activation sites (each its own module, ``act_layer(channels)``): after the stem conv, after every
-    1×1 expansion conv, after every 3×3 depthwise conv, and after the last 1×1 conv (1280 channels).
-    The 1×1 projection of each inverted residual stays linear. So a block has two activations, except
-    the first (expansion 1, no expansion conv), which has one; 35 in all.
+    Activation sites (each its own module from ``act_layer``, given ``channels=`` if it takes it): after
+    the stem conv, after every 1×1 expansion conv, after every 3×3 depthwise conv, and after the last 1×1
+    conv (1280 channels). The 1×1 projection of each inverted residual stays linear. So a block has two
+    activations, except the first (expansion 1, no expansion conv), which has one; 35 in all.
 
     ReLU6 or ReLU: the original network (and the paper's ReLU baseline) uses ReLU6; ``act_layer=None``
     keeps it (exactly torchvision's network). :func:`~dyrelu.models.create_model` always puts the
@@ -45,7 +46,9 @@ class MobileNetV2(tvm.MobileNetV2):
 
     Args:
         width_mult: the width multiplier (0.35, 0.5, 0.75, 1.0 in the paper).
-        act_layer: ``act_layer(channels) -> nn.Module`` for each site; ``None`` keeps ReLU6.
+        act_layer: the activation at each site, as timm takes it: a name of :func:`dyrelu.list_acts` (or
+            timm's spelling), an ``nn.Module`` class (``nn.ReLU``, ``nn.GELU``, ``dyrelu.DyReLUB``) or a
+            callable returning a module (see :func:`dyrelu.get_act_layer`); ``None`` keeps ReLU6.
         num_classes: the classifier's outputs.
         in_chans: the stem's input channels.
         small_input: for 28×28 and 32×32 images: the stem conv has stride 1 instead of 2, and the first
@@ -80,6 +83,7 @@ class MobileNetV2(tvm.MobileNetV2):
             raise ValueError(f"unknown act_context {act_context!r}, expected one of {', '.join(ACT_CONTEXTS)}")
         if act_context == "block" and act_layer is None:
             raise ValueError("act_context='block' needs a DY-ReLU act_layer, got act_layer=None (ReLU6)")
+        act_layer = get_act_layer(act_layer)
         setting = [list(row) for row in _SETTING]
         if small_input:
             setting[1][3] = 1

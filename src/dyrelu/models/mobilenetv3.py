@@ -26,12 +26,12 @@ _ARCHS = ("large", "small")
 class MobileNetV3(tvm.MobileNetV3):
     """torchvision's MobileNetV3 with the activation at the block sites of the paper's placement.
 
-    Activation sites (each its own module, ``act_layer(channels)``): the stem conv, every 1×1 expansion
-    conv, every depthwise conv, and the last 1×1 conv. Where the original uses ReLU or hard-swish, both
-    are replaced: both are the network's feature activations (which one sits where is a search result
-    for a fixed ReLU/h-swish menu), and those are what DY-ReLU replaces. The 1×1 projections stay linear.
-    This is our reading of the paper, which reports MobileNetV3 with DY-ReLU without spelling out the
-    sites.
+    Activation sites (each its own module from ``act_layer``, given ``channels=`` if it takes it): the
+    stem conv, every 1×1 expansion conv, every depthwise conv, and the last 1×1 conv. Where the original
+    uses ReLU or hard-swish, both are replaced: both are the network's feature activations (which one
+    sits where is a search result for a fixed ReLU/h-swish menu), and those are what DY-ReLU replaces.
+    The 1×1 projections stay linear. This is our reading of the paper, which reports MobileNetV3 with
+    DY-ReLU without spelling out the sites.
 
     Kept as they are:
         - the squeeze-and-excitation gates (their inner ReLU and hard-sigmoid): a gate is a hyper
@@ -44,7 +44,9 @@ class MobileNetV3(tvm.MobileNetV3):
 
     Args:
         arch: ``"large"`` or ``"small"``.
-        act_layer: ``act_layer(channels) -> nn.Module`` for each site; ``None`` keeps the original.
+        act_layer: the activation at each site, as timm takes it: a name of :func:`dyrelu.list_acts` (or
+            timm's spelling), an ``nn.Module`` class or a callable returning a module (see
+            :func:`dyrelu.get_act_layer`); ``None`` keeps the original.
         num_classes: the classifier's outputs.
         in_chans: the stem's input channels.
         small_input: for 28×28 and 32×32 images: the stem conv has stride 1 instead of 2, and the first

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from dyrelu.models._layers import ActLayer, default_relu, new_stem_conv
 from dyrelu.models._registry import register_model
+from dyrelu.registry import get_act_layer
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet"]
 
@@ -28,7 +29,7 @@ class BasicBlock(tvm.resnet.BasicBlock):
 
     Args:
         inplanes, planes, stride, downsample, groups, base_width, dilation, norm_layer: as torchvision's.
-        act_layer: ``act_layer(channels) -> nn.Module`` for each site (default: ReLU).
+        act_layer: the activation at each site, as :class:`ResNet` takes it (default: in-place ReLU).
     """
 
     def __init__(
@@ -46,8 +47,9 @@ class BasicBlock(tvm.resnet.BasicBlock):
     ) -> None:
         super().__init__(inplanes, planes, stride, downsample, groups, base_width, dilation, norm_layer)
         del self.relu  # shared by both sites in torchvision
-        self.act1 = act_layer(planes)
-        self.act2 = act_layer(planes * self.expansion)
+        act_layer = get_act_layer(act_layer)
+        self.act1 = act_layer(channels=planes)
+        self.act2 = act_layer(channels=planes * self.expansion)
 
     def forward(self, x: Tensor) -> Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
@@ -64,7 +66,7 @@ class Bottleneck(tvm.resnet.Bottleneck):
 
     Args:
         inplanes, planes, stride, downsample, groups, base_width, dilation, norm_layer: as torchvision's.
-        act_layer: ``act_layer(channels) -> nn.Module`` for each site (default: ReLU).
+        act_layer: the activation at each site, as :class:`ResNet` takes it (default: in-place ReLU).
     """
 
     def __init__(
@@ -83,9 +85,10 @@ class Bottleneck(tvm.resnet.Bottleneck):
         super().__init__(inplanes, planes, stride, downsample, groups, base_width, dilation, norm_layer)
         del self.relu  # shared by the three sites in torchvision
         width = self.bn1.num_features
-        self.act1 = act_layer(width)
-        self.act2 = act_layer(width)
-        self.act3 = act_layer(planes * self.expansion)
+        act_layer = get_act_layer(act_layer)
+        self.act1 = act_layer(channels=width)
+        self.act2 = act_layer(channels=width)
+        self.act3 = act_layer(channels=planes * self.expansion)
 
     def forward(self, x: Tensor) -> Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
@@ -105,7 +108,10 @@ class ResNet(tvm.ResNet):
     Args:
         block: :class:`BasicBlock` or :class:`Bottleneck` (this module's, not torchvision's).
         layers: the number of blocks in each of the four stages.
-        act_layer: ``act_layer(channels) -> nn.Module`` for each site; ``None`` means ReLU.
+        act_layer: the activation at each site, as timm takes it: a name of :func:`dyrelu.list_acts` (or
+            timm's spelling), an ``nn.Module`` class (``nn.ReLU``, ``nn.GELU``, ``dyrelu.DyReLUB``) or a
+            callable returning a module, given ``channels=`` if it takes it (see
+            :func:`dyrelu.get_act_layer`); ``None`` means torchvision's in-place ReLU.
         num_classes: the classifier's outputs.
         in_chans: the stem's input channels.
         small_input: for 28×28 and 32×32 images (the usual CIFAR ResNet stem): a 3×3 stride-1 stem conv
@@ -129,7 +135,7 @@ class ResNet(tvm.ResNet):
         small_input: bool = False,
         zero_init_residual: bool = False,
     ) -> None:
-        act_layer = act_layer or default_relu
+        act_layer = get_act_layer(default_relu if act_layer is None else act_layer)
         block_fn = functools.partial(block, act_layer=act_layer)
         block_fn.expansion = block.expansion  # torchvision's ResNet reads block.expansion
         super().__init__(block_fn, list(layers), num_classes=num_classes, zero_init_residual=zero_init_residual)
@@ -139,7 +145,7 @@ class ResNet(tvm.ResNet):
             )
         if small_input:
             self.maxpool = nn.Identity()
-        self.relu = act_layer(self.bn1.num_features)
+        self.relu = act_layer(channels=self.bn1.num_features)
 
 
 def _create_resnet(block: type[BasicBlock | Bottleneck], layers: Sequence[int], **kwargs) -> ResNet:

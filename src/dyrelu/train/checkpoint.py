@@ -7,6 +7,7 @@ far and the training configuration, which is enough to rebuild the model without
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import warnings
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dyrelu.files import write_errors
 from dyrelu.modules import DyReLUC
 
 __all__ = [
@@ -43,21 +45,26 @@ class CheckpointError(ValueError):
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then ``os.replace``.
 
-    A crash while writing leaves the previous checkpoint intact (and at worst a stray ``.tmp`` file).
+    A failed write (a full disk, ...) leaves the previous checkpoint intact and removes the temporary
+    file; a crash while writing leaves at worst a stray ``.tmp`` file beside it.
+
+    Raises:
+        WriteError: the checkpoint could not be written (from :mod:`dyrelu.files`, an ``OSError``).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     payload = {"format": _FORMAT, "version": _VERSION, **state}
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with write_errors(path, "the checkpoint"):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                torch.save(payload, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(OSError):  # must not hide the error being raised
+                tmp.unlink(missing_ok=True)
     return path
 
 

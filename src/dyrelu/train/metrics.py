@@ -39,7 +39,11 @@ class MetricsWriter:
                 self._tb = SummaryWriter(log_dir=str(Path(out_dir) / "tb"))
 
     def write(self, history: list[dict[str, Any]]) -> None:
-        """Rewrite the CSV with ``history`` (one dict per epoch) and log its last row to TensorBoard."""
+        """Rewrite the CSV with ``history`` (one dict per epoch) and log its last row to TensorBoard.
+
+        Raises:
+            WriteError: the CSV could not be written; the previous one is intact.
+        """
         if not history:
             return
         columns = list(history[0])
@@ -50,7 +54,7 @@ class MetricsWriter:
         writer.writeheader()
         for row in history:
             writer.writerow({k: _fmt(v) for k, v in row.items()})
-        write_text_atomic(self.path, buffer.getvalue())
+        write_text_atomic(self.path, buffer.getvalue(), what="the metrics")
         if self._tb is not None:
             last = history[-1]
             for key, value in last.items():
