@@ -277,7 +277,14 @@ def test_fraction_is_stratified_and_deterministic():
 
 
 def test_create_dataset_names_and_errors():
-    assert set(list_datasets()) == {"cifar10", "cifar100", "fashion-mnist", "folder", "synthetic"}
+    assert set(list_datasets()) == {
+        "cifar10",
+        "cifar100",
+        "cluttered-fashion-mnist",
+        "fashion-mnist",
+        "folder",
+        "synthetic",
+    }
     with pytest.raises(ValueError, match="unknown dataset 'imagenet'"):
         create_dataset("imagenet")
     ds = create_dataset("synthetic", num_samples=40, num_test=8, image_size=6, channels=1)

@@ -33,13 +33,23 @@ import hashlib
 import math
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ITEM_SOURCES", "KEYPOINT_NAMES", "KeypointDataset", "make_keypoint_dataset"]
+__all__ = [
+    "ITEM_SOURCES",
+    "KEYPOINT_NAMES",
+    "KeypointDataset",
+    "draw_background",
+    "item_boxes",
+    "make_keypoint_dataset",
+    "place_item",
+    "render_canvases",
+]
 
 #: The target's keypoints, in the order of the heatmaps.
 KEYPOINT_NAMES: tuple[str, ...] = ("top_left", "top_right", "bottom_right", "bottom_left", "centre")
@@ -201,9 +211,22 @@ def _item_bank(items: str, split: str, data_dir: str | None) -> tuple[Tensor, Te
                 for i in range(_SHAPES_PER_SPLIT)
             ]
         )
+    keep = (images > _BBOX_THRESHOLD).flatten(1).sum(1) >= 8
+    images = images[keep]
+    boxes, centroids = item_boxes(images)
+    return images.contiguous(), boxes, centroids
+
+
+def item_boxes(images: Tensor) -> tuple[Tensor, Tensor]:
+    """Bounding boxes ``(x0, y0, x1, y1)`` of the pixels above the item threshold, and intensity centroids ``(x, y)``.
+
+    An item with no pixel above the threshold gets an empty box (``x0 > x1``); callers drop or replace it.
+
+    Shape:
+        - images: :math:`(M, 28, 28)` uint8
+        - output: :math:`(M, 4)` and :math:`(M, 2)`, float32, in the item's pixels
+    """
     mask = images > _BBOX_THRESHOLD
-    keep = mask.flatten(1).sum(1) >= 8
-    images, mask = images[keep], mask[keep]
     idx = torch.arange(_ITEM_SIZE)
     cols, rows = mask.any(1), mask.any(2)  # (M, 28) each
     big = _ITEM_SIZE + 1
@@ -216,18 +239,21 @@ def _item_bank(items: str, split: str, data_dir: str | None) -> tuple[Tensor, Te
     total = weights.sum((1, 2))
     cx = (weights.sum(1) * idx).sum(1) / total
     cy = (weights.sum(2) * idx).sum(1) / total
-    return images.contiguous(), boxes, torch.stack([cx, cy], 1)
+    return boxes, torch.stack([cx, cy], 1)
 
 
 # -- rendering ------------------------------------------------------------------------------------------------
 
 
-def _place(
-    rng: random.Random, box: tuple[float, ...], long_side: float, theta: float, size: int, margin: float
+def place_item(
+    rng: random.Random, box: Sequence[float], long_side: float, theta: float, size: int, margin: float
 ) -> tuple[float, float, float, float, float]:
     """Scale and translation putting ``box``'s corners inside the canvas: ``(scale, cos, sin, tx, ty)``.
 
-    The item's long side is ``long_side`` pixels, reduced if the rotated box would not fit.
+    The item's long side is ``long_side`` pixels, reduced if the rotated box would not fit; ``theta`` is
+    the rotation in radians; ``(tx, ty)``, where the box's centre goes, is drawn uniformly from ``rng``
+    among the positions that keep the rotated box at least ``margin`` pixels inside the outermost pixel
+    centres.
     """
     x0, y0, x1, y1 = box
     c, s = math.cos(theta), math.sin(theta)
@@ -275,18 +301,17 @@ def _render_chunk(
         def pick(count: int, rng: random.Random = rng) -> int:
             return min(int(rng.random() * count), count - 1)
 
-        g = torch.Generator().manual_seed(seed)  # noise images
-        blobs[i] = torch.randn(1, coarse, coarse, generator=g)
-        noise[i] = torch.randn(1, size, size, generator=g)
-        levels[i, 0], levels[i, 1], levels[i, 2] = u(0.1, 0.35), u(0.04, 0.12), u(0.02, 0.07)
+        blobs[i], noise[i], levels[i] = draw_background(rng, torch.Generator().manual_seed(seed), size)
         target_long = u(*target_scale) * size
         layers = pick(max_distractors + 1)
         for layer in range(layers):
             item = pick(len(box_list))
-            placed = _place(rng, box_list[item], u(*distractor_scale) * target_long, u(-math.pi, math.pi), size, 0.0)
+            placed = place_item(
+                rng, box_list[item], u(*distractor_scale) * target_long, u(-math.pi, math.pi), size, 0.0
+            )
             pastes.append((i, layer, item, *placed, u(0.6, 1.0)))
         item = pick(len(box_list))
-        scale, c, s, tx, ty = _place(rng, box_list[item], target_long, u(-max_rad, max_rad), size, margin)
+        scale, c, s, tx, ty = place_item(rng, box_list[item], target_long, u(-max_rad, max_rad), size, margin)
         pastes.append((i, layers, item, scale, c, s, tx, ty, u(0.6, 1.0)))
         x0, y0, x1, y1 = box_list[item]
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
@@ -295,33 +320,81 @@ def _render_chunk(
             keypoints[i, k, 0], keypoints[i, k, 1] = tx + c * dx - s * dy, ty + s * dx + c * dy
         w, h = scale * (x1 - x0), scale * (y1 - y0)
         sizes[i], areas[i] = max(w, h), w * h
+    return render_canvases(blobs, noise, levels, pastes, images_bank, boxes), keypoints, sizes, areas
+
+
+def draw_background(rng: random.Random, g: torch.Generator, size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """One canvas's random background: a coarse blob field, pixel noise and three levels.
+
+    Returns ``(blob, noise, levels)`` for :func:`render_canvases`: ``blob`` :math:`(1, c, c)` with
+    ``c = max(size // 8, 2)`` and ``noise`` :math:`(1, size, size)` standard normal from ``g``; ``levels``
+    :math:`(3,)` from ``rng``: the background's grey level, the blobs' and the noise's amplitudes.
+    """
+    coarse = max(size // 8, 2)
+    blob = torch.randn(1, coarse, coarse, generator=g)
+    noise = torch.randn(1, size, size, generator=g)
+    levels = torch.tensor([lo + (hi - lo) * rng.random() for lo, hi in ((0.1, 0.35), (0.04, 0.12), (0.02, 0.07))])
+    return blob, noise, levels
+
+
+def render_canvases(
+    blobs: Tensor,
+    noise: Tensor,
+    levels: Tensor,
+    pastes: Sequence[tuple[int, int, int, float, float, float, float, float, float]],
+    items: Tensor,
+    boxes: Tensor,
+    *,
+    opaque: bool = False,
+) -> Tensor:
+    """Textured canvases with items pasted on them, layer by layer, as uint8 images.
+
+    The background is ``levels[:, 0] + levels[:, 1] * bicubic(blobs) + levels[:, 2] * noise`` (see
+    :func:`draw_background`). Each paste ``(sample, layer, item, scale, cos, sin, tx, ty, brightness)``
+    resamples ``items[item]`` (bilinear) so that the centre of ``boxes[item]`` lands at ``(tx, ty)``,
+    turned by the angle of ``(cos, sin)`` and scaled by ``scale`` (see :func:`place_item`), and blends it
+    with the item's intensity ``a`` as alpha: ``canvas * (1 - a) + a * brightness`` (the keypoint task);
+    with ``opaque``, the item covers what lies under it wherever its intensity reaches the item threshold
+    and shows its own intensity: ``canvas * (1 - m) + m * a * brightness``, ``m = min(a / threshold, 1)``.
+    Lower layers are drawn first, so a higher layer is on top.
+
+    Shape:
+        - blobs: :math:`(N, 1, c, c)`, noise: :math:`(N, 1, S, S)`, levels: :math:`(N, 3)`
+        - items: :math:`(M, 28, 28)` uint8, boxes: :math:`(M, 4)`
+        - output: :math:`(N, 1, S, S)` uint8
+    """
+    size = noise.shape[-1]
     smooth = F.interpolate(blobs, size=(size, size), mode="bicubic", align_corners=False)
     canvas = levels[:, 0, None, None, None] + levels[:, 1, None, None, None] * smooth
     canvas += levels[:, 2, None, None, None] * noise
-    # One batched resampling of every pasted item: canvas pixel p <- source q = c + R^T (p - t) / scale.
-    table = torch.tensor([p[3:] for p in pastes], dtype=torch.float32)  # (M, 6): scale, cos, sin, tx, ty, brightness
-    items = torch.tensor([p[2] for p in pastes])
-    b = boxes[items]
-    scale, cos, sin, tx, ty = (table[:, j, None] for j in range(5))  # (M, 1) each
-    coords = torch.arange(size, dtype=torch.float32)
-    grid_y, grid_x = torch.meshgrid(coords, coords, indexing="ij")
-    dx, dy = grid_x.reshape(1, -1) - tx, grid_y.reshape(1, -1) - ty  # (M, P)
-    qx = (b[:, 0:1] + b[:, 2:3]) / 2 + (cos * dx + sin * dy) / scale
-    qy = (b[:, 1:2] + b[:, 3:4]) / 2 + (-sin * dx + cos * dy) / scale
-    grid = (torch.stack([qx, qy], -1) * (2 / (_ITEM_SIZE - 1)) - 1).view(len(pastes), size, size, 2)
-    alpha = F.grid_sample(
-        images_bank[items].unsqueeze(1).float() / 255, grid, mode="bilinear", padding_mode="zeros", align_corners=True
-    )  # (M, 1, H, W)
-    samples = torch.tensor([p[0] for p in pastes])
-    layer_of = torch.tensor([p[1] for p in pastes])
-    for layer in range(max_distractors + 1):  # in drawing order: distractors, then the target on top
-        at = (layer_of == layer).nonzero().flatten()
-        if len(at) == 0:
-            continue
-        a, idx = alpha[at], samples[at]
-        canvas[idx] = canvas[idx] * (1 - a) + a * table[at, 5, None, None, None]
-    images = (canvas.clamp(0, 1) * 255).round().to(torch.uint8)
-    return images, keypoints, sizes, areas
+    if pastes:
+        # One batched resampling of every pasted item: canvas pixel p <- source q = c + R^T (p - t) / scale.
+        table = torch.tensor([p[3:] for p in pastes], dtype=torch.float32)  # (M, 6): scale, cos, sin, tx, ty, bright
+        which = torch.tensor([p[2] for p in pastes])
+        b = boxes[which]
+        scale, cos, sin, tx, ty = (table[:, j, None] for j in range(5))  # (M, 1) each
+        coords = torch.arange(size, dtype=torch.float32)
+        grid_y, grid_x = torch.meshgrid(coords, coords, indexing="ij")
+        dx, dy = grid_x.reshape(1, -1) - tx, grid_y.reshape(1, -1) - ty  # (M, P)
+        qx = (b[:, 0:1] + b[:, 2:3]) / 2 + (cos * dx + sin * dy) / scale
+        qy = (b[:, 1:2] + b[:, 3:4]) / 2 + (-sin * dx + cos * dy) / scale
+        grid = (torch.stack([qx, qy], -1) * (2 / (_ITEM_SIZE - 1)) - 1).view(len(pastes), size, size, 2)
+        alpha = F.grid_sample(
+            items[which].unsqueeze(1).float() / 255, grid, mode="bilinear", padding_mode="zeros", align_corners=True
+        )  # (M, 1, H, W)
+        samples = torch.tensor([p[0] for p in pastes])
+        layer_of = torch.tensor([p[1] for p in pastes])
+        for layer in range(int(layer_of.max()) + 1):  # in drawing order: bottom layer first
+            at = (layer_of == layer).nonzero().flatten()
+            if len(at) == 0:
+                continue
+            a, idx = alpha[at], samples[at]
+            if opaque:  # a higher item hides a lower one, also where it is darker than the item below
+                cover = (a * (255 / _BBOX_THRESHOLD)).clamp(max=1)
+                canvas[idx] = canvas[idx] * (1 - cover) + cover * a * table[at, 5, None, None, None]
+            else:
+                canvas[idx] = canvas[idx] * (1 - a) + a * table[at, 5, None, None, None]
+    return (canvas.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 def make_keypoint_dataset(
