@@ -7,9 +7,10 @@ import json
 import pytest
 
 from dyrelu.cli import main
-from dyrelu.experiments import RECIPE_BUDGET, RECIPE_CLAIM, Budget, append_row, claims_budget, read_results, run_grid
+from dyrelu.experiments import RECIPE_BUDGET, RECIPE_CLAIM, Budget, claims_budget, read_results, run_grid
 from dyrelu.recipe_report import choose_recipe, recipe_report, summarise_recipes
 from dyrelu.report import make_report, readme_summary
+from dyrelu.train import load_checkpoint
 from test_report import _c2_rows, _row, _write
 
 
@@ -122,6 +123,7 @@ def test_run_grid_writes_validation_and_dynamics(tmp_path):
         val_size=16,
         name="recipe",
         extra={"data_kwargs": {"num_samples": 96, "image_size": 8}, "eval_fraction": 0.5, "dynamics_images": 16},
+        dyrelu_defaults={"zero_init_last": True},
     )
     results = tmp_path / "recipe.csv"
     done = run_grid(results, tmp_path / "runs", claims=[RECIPE_CLAIM], budget=budget, limit=4, log=lambda _: None)
@@ -133,4 +135,9 @@ def test_run_grid_writes_validation_and_dynamics(tmp_path):
     assert float(linear["dyn_median"]) > 0 and float(linear["dyn_max"]) >= float(linear["dyn_median"])
     lr = rows["mobilenetv2_035-dyrelu_b-hyper_lr_scale=3.0-hyper_weight_decay=False-seed0-recipe"]
     assert json.loads(lr["train_kwargs"]) == {"hyper_lr_scale": 3.0, "hyper_weight_decay": False}
-    assert append_row is not None
+    # the budget's DY-ReLU defaults reach DY-ReLU runs only, under the configuration's own options
+    saved = {run: load_checkpoint(tmp_path / "runs" / run)["config"] for run in rows}
+    assert saved["mobilenetv2_035-relu-seed0-recipe"]["act_kwargs"] == {}
+    assert saved["mobilenetv2_035-dyrelu_b-seed0-recipe"]["act_kwargs"] == {"zero_init_last": True}
+    assert saved[linear["run"]]["act_kwargs"] == {"zero_init_last": False}
+    assert saved[lr["run"]]["hyper_lr_scale"] == 3.0 and saved[lr["run"]]["hyper_weight_decay"] is False

@@ -142,7 +142,12 @@ class Claim:
 
 @dataclass(frozen=True)
 class Budget:
-    """Training settings shared by every run of the grid (passed to :class:`dyrelu.train.TrainConfig`)."""
+    """Training settings shared by every run of the grid (passed to :class:`dyrelu.train.TrainConfig`).
+
+    ``extra``: further TrainConfig fields (a configuration's own ``train_kwargs`` override them);
+    ``dyrelu_defaults``: options of every DY-ReLU module unless the configuration's ``act_kwargs`` give them.
+    Together they pin a budget's whole recipe, so that its rows reproduce when the library's defaults move.
+    """
 
     data: str = "fashion-mnist"
     data_dir: str | None = None
@@ -155,13 +160,23 @@ class Budget:
     val_size: int = 0
     name: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    dyrelu_defaults: dict[str, Any] = field(default_factory=dict)
 
 
-DEFAULT_BUDGET = Budget()
+#: How DY-ReLU was trained before the recipe study (dyrelu 0.1): the last FC at zero, weight decay on the
+#: hyper functions' weights, no learning-rate multiplier. The budgets that ran with it pin it.
+_BEFORE_RECIPE = {
+    "extra": {"hyper_weight_decay": True, "hyper_lr_scale": 1.0},
+    "dyrelu_defaults": {"zero_init_last": True},
+}
+
+#: The small grid's budget (C1–C7): 4 epochs on a class-stratified 10 % of Fashion-MNIST.
+DEFAULT_BUDGET = Budget(**_BEFORE_RECIPE)
 
 #: The recipe study's budget: 2 epochs of the full training set minus 5,000 validation images (about 860
-#: SGD steps), long enough for a hyper function to move; runs are tagged ``-recipe`` in their ids.
-RECIPE_BUDGET = Budget(epochs=2, data_fraction=1.0, val_size=5000, name="recipe")
+#: SGD steps), long enough for a hyper function to move; runs are tagged ``-recipe`` in their ids. Each
+#: recipe states its departures from the settings before the study.
+RECIPE_BUDGET = Budget(epochs=2, data_fraction=1.0, val_size=5000, name="recipe", **_BEFORE_RECIPE)
 
 
 def _cfg(model: str, act: str, label: str = "", train: dict[str, Any] | None = None, **act_kwargs: Any) -> Config:
@@ -368,10 +383,11 @@ def _train_one(spec: RunSpec, claims: list[str], budget: Budget, runs_dir: str, 
     from dyrelu.train import TrainConfig, fit
 
     config = spec.config
+    act_defaults = budget.dyrelu_defaults if config.act.startswith("dyrelu") else {}
     train_config = TrainConfig(
         model=config.model,
         act=config.act,
-        act_kwargs=dict(config.act_kwargs),
+        act_kwargs={**act_defaults, **dict(config.act_kwargs)},
         data=budget.data,
         data_dir=budget.data_dir,
         data_fraction=budget.data_fraction,
@@ -383,8 +399,7 @@ def _train_one(spec: RunSpec, claims: list[str], budget: Budget, runs_dir: str, 
         seed=spec.seed,
         threads=threads,
         tensorboard=False,
-        **dict(config.train_kwargs),
-        **budget.extra,
+        **{**budget.extra, **dict(config.train_kwargs)},
     )
     result = fit(train_config, Path(runs_dir) / spec.run_id, resume=True)
     last = result.metrics[-1]
