@@ -8,6 +8,7 @@ import pytest
 
 from dyrelu.cli import main
 from dyrelu.keypoint_experiments import append_keypoint_row
+from dyrelu.recipe import SCRATCH_DYRELU_KWARGS
 from dyrelu.train import read_metrics
 
 TINY = [
@@ -44,7 +45,7 @@ def test_train_eval_and_resume(tmp_path, capsys):
     assert "resumed from" in output and "done: 2 epochs" in output
     assert [row["epoch"] for row in read_metrics(out)] == [1, 2]
     config = json.loads((out / "config.json").read_text())
-    assert config["head_act_kwargs"] == {"reduction": 4} and config["items"] == "shapes"
+    assert config["head_act_kwargs"] == {**SCRATCH_DYRELU_KWARGS, "reduction": 4} and config["items"] == "shapes"
 
 
 @pytest.mark.parametrize(

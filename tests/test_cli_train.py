@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from dyrelu.cli import main
+from dyrelu.recipe import SCRATCH_DYRELU_KWARGS
 from dyrelu.train import load_checkpoint, model_from_checkpoint, read_metrics
 from test_data import write_fashion_mnist
 
@@ -62,7 +63,10 @@ def test_train_then_resume(trained):
     assert [row["epoch"] for row in rows] == [1, 2]
     state = load_checkpoint(out / "last.pt")
     assert state["epoch"] == 2
-    assert state["config"]["act"] == "dyrelu_b" and state["config"]["act_kwargs"] == {"reduction": 4}
+    assert state["config"]["act"] == "dyrelu_b" and state["config"]["act_kwargs"] == {
+        **SCRATCH_DYRELU_KWARGS,
+        "reduction": 4,
+    }
     assert state["config"]["epochs"] == 2 and state["config"]["small_input"] is True
     assert json.loads((out / "config.json").read_text())["model"] == "mobilenetv2_035"
 

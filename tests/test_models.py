@@ -71,7 +71,7 @@ def test_builds_and_trains_cross_product(name: str, act: str) -> None:
 def test_fresh_dyrelu_model_equals_relu_model(name: str, act: str) -> None:
     torch.manual_seed(0)
     relu_model = create_model(name, act="relu", num_classes=10, small_input=True).eval()
-    dy_model = create_model(name, act=act, num_classes=10, small_input=True).eval()
+    dy_model = create_model(name, act=act, num_classes=10, small_input=True, zero_init_last=True).eval()
     result = dy_model.load_state_dict(relu_model.state_dict(), strict=False)
     assert result.unexpected_keys == []
     act_cls = DyReLUA if act == "dyrelu_a" else DyReLUB
@@ -235,3 +235,17 @@ def test_register_model(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(create_model("tiny_net", act="dyrelu_b")[1], DyReLUB)
     with pytest.raises(ValueError, match="'tiny_net' is already registered"):
         register_model(tiny_net)
+
+
+def test_create_model_applies_the_scratch_recipe() -> None:
+    """A network built by create_model is trained from scratch: its DY-ReLUs get the recipe, ReLU its own."""
+    from dyrelu.recipe import SCRATCH_DYRELU_KWARGS
+
+    model = create_model("mobilenetv2_035", act="dyrelu_b", num_classes=10, small_input=True)
+    layers = [m for m in model.modules() if isinstance(m, dyrelu.DyReLU)]
+    expected = "zero" if SCRATCH_DYRELU_KWARGS.get("zero_init_last", True) else "linear"
+    assert layers and all(m.last_init == expected for m in layers)
+    exact = create_model("mobilenetv2_035", act="dyrelu_b", small_input=True, zero_init_last=True)
+    assert all(m.last_init == "zero" for m in exact.modules() if isinstance(m, dyrelu.DyReLU))
+    assert dyrelu.DyReLUB(8).last_init == "zero"  # the module's own default stays exactly ReLU
+    create_model("mobilenetv2_035", act="relu")  # the recipe's options never reach other activations

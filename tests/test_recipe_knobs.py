@@ -61,7 +61,9 @@ def test_zero_init_last_model_output_depends_on_context():
     """A network's output at one position changes with the rest of the image only through the hyper functions."""
     torch.manual_seed(0)
     images = torch.randn(16, 1, 28, 28)
-    zero = create_model("mobilenetv2_035", "dyrelu_b", num_classes=10, in_chans=1, small_input=True)
+    zero = create_model(
+        "mobilenetv2_035", "dyrelu_b", num_classes=10, in_chans=1, small_input=True, zero_init_last=True
+    )
     linear = create_model(
         "mobilenetv2_035", "dyrelu_b", num_classes=10, in_chans=1, small_input=True, zero_init_last=False
     )

@@ -295,3 +295,19 @@ def test_missing_and_mismatched_checkpoints(tmp_path):
     state["config"]["model"] = "mobilenetv2_035"
     with pytest.raises(CheckpointError, match="do not fit the model"):
         model_from_checkpoint(state)
+
+
+def test_config_applies_the_recipe_and_reads_old_configs_as_they_ran():
+    from dyrelu.recipe import SCRATCH_DYRELU_KWARGS, SCRATCH_TRAIN_OPTIONS
+
+    config = TrainConfig(act="dyrelu_b", act_kwargs={"k": 3})
+    assert config.act_kwargs == {**SCRATCH_DYRELU_KWARGS, "k": 3}
+    assert config.hyper_weight_decay == SCRATCH_TRAIN_OPTIONS["hyper_weight_decay"]
+    assert TrainConfig(act="relu").act_kwargs == {}
+    assert TrainConfig(act="dyrelu_b", act_kwargs={"zero_init_last": True}).act_kwargs == {"zero_init_last": True}
+    old = TrainConfig(act="dyrelu_b").to_dict()
+    del old["hyper_weight_decay"], old["hyper_lr_scale"]
+    old["act_kwargs"] = {}
+    legacy = TrainConfig.from_dict(old)  # a dyrelu 0.1 config: zero init, decay on the hyper functions
+    assert legacy.act_kwargs == {"zero_init_last": True} and legacy.hyper_weight_decay is True
+    assert TrainConfig.from_dict(config.to_dict()) == config

@@ -116,6 +116,9 @@ class KeypointRunSpec:
 class KeypointBudget:
     """Training settings shared by every run of the grid (passed to :class:`dyrelu.keypoints.KeypointConfig`).
 
+    ``extra``: further KeypointConfig fields; ``dyrelu_defaults``: the options of the DY-ReLU activations
+    (backbone and head). Together they pin the budget's recipe.
+
     The defaults are sized so that one run takes about 2–3 minutes on one CPU thread (see the
     keypoint section of the report for the measured times).
     """
@@ -130,9 +133,14 @@ class KeypointBudget:
     seeds: tuple[int, ...] = (0, 1, 2)
     threads: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    dyrelu_defaults: dict[str, Any] = field(default_factory=dict)
 
 
-DEFAULT_KEYPOINT_BUDGET = KeypointBudget()
+#: The K1 grid ran before the recipe study (dyrelu 0.1): its budget pins those settings (the last FC at zero,
+#: weight decay on the hyper functions), so that its rows reproduce.
+DEFAULT_KEYPOINT_BUDGET = KeypointBudget(
+    extra={"hyper_weight_decay": True, "hyper_lr_scale": 1.0}, dyrelu_defaults={"zero_init_last": True}
+)
 
 #: The paper's keypoint claim (section 5.2, COCO single-person keypoint detection).
 KEYPOINT_CLAIM = KeypointClaim(
@@ -197,6 +205,11 @@ def _train_one(spec: KeypointRunSpec, claim: str, budget: KeypointBudget, runs_d
         lr=budget.lr,
         seed=spec.seed,
         threads=threads,
+        **{
+            f"{part}_act_kwargs": dict(budget.dyrelu_defaults)
+            for part, act in (("backbone", spec.backbone_act), ("head", spec.head_act))
+            if str(act).startswith("dyrelu")
+        },
         **budget.extra,
     )
     result = fit_keypoints(config, Path(runs_dir) / spec.run_id, resume=True)

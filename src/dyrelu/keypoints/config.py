@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dyrelu.keypoints.synthetic import ITEM_SOURCES
+from dyrelu.recipe import SCRATCH_DYRELU_KWARGS, SCRATCH_TRAIN_OPTIONS
 
 __all__ = ["KEYPOINT_MODEL_FIELDS", "KeypointConfig"]
 
@@ -63,6 +64,9 @@ class KeypointConfig:
         lr: the peak learning rate, after a linear warm-up, then cosine-annealed per step to ``min_lr``.
         momentum: SGD's momentum.
         weight_decay: on weights only (not on norms, biases or activation coefficients).
+        hyper_lr_scale, hyper_weight_decay: the DY-ReLU hyper functions' optimizer groups, as in
+            :class:`dyrelu.train.TrainConfig` (the recipe's defaults; a dyrelu 0.1 config reads as decay on
+            and ``zero_init_last=True``). DY-ReLU activations get the recipe's module options unless given.
         warmup_epochs: the warm-up length in epochs (fractions allowed).
         min_lr: the learning rate at the end.
         clip_grad: clip the gradients' global norm to this (``None``: no clipping).
@@ -104,6 +108,8 @@ class KeypointConfig:
     lr: float = 1e-2
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    hyper_lr_scale: float = SCRATCH_TRAIN_OPTIONS["hyper_lr_scale"]
+    hyper_weight_decay: bool = SCRATCH_TRAIN_OPTIONS["hyper_weight_decay"]
     warmup_epochs: float = 0.25
     min_lr: float = 0.0
     clip_grad: float | None = None
@@ -146,6 +152,13 @@ class KeypointConfig:
                 raise ValueError(f"expected {name} {expected}, got {getattr(self, name)!r}")
         if self.tau_start is not None and self.tau_start <= 0:
             raise ValueError(f"expected a positive tau_start, got {self.tau_start}")
+        if not self.hyper_lr_scale > 0:
+            raise ValueError(f"expected hyper_lr_scale > 0, got {self.hyper_lr_scale!r}")
+        # DY-ReLU trained from scratch gets the recipe's module options, recorded in the config.
+        if str(self.backbone_act).lower().startswith("dyrelu"):
+            self.backbone_act_kwargs = {**SCRATCH_DYRELU_KWARGS, **self.backbone_act_kwargs}
+        if str(self.head_act).lower().startswith("dyrelu"):
+            self.head_act_kwargs = {**SCRATCH_DYRELU_KWARGS, **self.head_act_kwargs}
 
     @property
     def heatmap_stride(self) -> int:
@@ -168,6 +181,11 @@ class KeypointConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown keypoint training options {unknown}, expected some of {sorted(known)}")
+        if "hyper_weight_decay" not in values:  # a config of dyrelu 0.1, from before the recipe: its settings
+            values = {**values, "hyper_weight_decay": True, "hyper_lr_scale": 1.0}
+            for act, kwargs in (("backbone_act", "backbone_act_kwargs"), ("head_act", "head_act_kwargs")):
+                if str(values.get(act)).lower().startswith("dyrelu"):
+                    values[kwargs] = {"zero_init_last": True, **values.get(kwargs, {})}
         return cls(**values)
 
     def replace(self, **changes: Any) -> KeypointConfig:

@@ -148,7 +148,15 @@ def _fit_keypoints(
     steps_per_epoch = len(train_set) // config.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"expected at least batch_size={config.batch_size} training images, got {len(train_set)}")
-    optimizer = create_optimizer(model, config.opt, config.lr, config.weight_decay, config.momentum)
+    optimizer = create_optimizer(
+        model,
+        config.opt,
+        config.lr,
+        config.weight_decay,
+        config.momentum,
+        hyper_lr_scale=config.hyper_lr_scale,
+        hyper_weight_decay=config.hyper_weight_decay,
+    )
     scheduler = WarmupCosine(
         optimizer,
         total_steps=config.epochs * steps_per_epoch,

@@ -109,6 +109,7 @@ class KeypointNet(nn.Module):
     ) -> None:
         super().__init__()
         from dyrelu.models import create_model
+        from dyrelu.recipe import SCRATCH_DYRELU_KWARGS
         from dyrelu.registry import create_act
 
         for name, value, low in (
@@ -125,6 +126,9 @@ class KeypointNet(nn.Module):
                 f"expected output_stride divisible by 2**head_layers = {2**head_layers} (each head layer doubles "
                 f"the resolution), got output_stride={output_stride}"
             )
+        head_kwargs = dict(head_act_kwargs or {})
+        if str(head_act).lower().startswith("dyrelu"):  # trained from scratch: the recipe, as create_model does
+            head_kwargs = {**SCRATCH_DYRELU_KWARGS, **head_kwargs}
         full = create_model(
             backbone,
             act=backbone_act,
@@ -148,7 +152,7 @@ class KeypointNet(nn.Module):
             head += [
                 nn.ConvTranspose2d(channels, head_channels, 4, stride=2, padding=1, bias=False),
                 nn.BatchNorm2d(head_channels),
-                create_act(head_act, head_channels, **dict(head_act_kwargs or {})),
+                create_act(head_act, head_channels, **head_kwargs),
             ]
             channels = head_channels
         self.head = nn.Sequential(*head)

@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from torch import nn
 
+from dyrelu.recipe import SCRATCH_DYRELU_KWARGS
 from dyrelu.registry import create_act, list_acts
 
 __all__ = ["create_model", "list_models", "register_model"]
@@ -69,7 +70,10 @@ def create_model(
         act_context: ``"input"`` (default): each DY-ReLU's hyper function reads the activation's own
             input, as in the paper; ``"block"``: in MobileNetV2, the inverted residual's input (see
             :class:`~dyrelu.models.MobileNetV2`; other families and activations raise ``ValueError``).
-        **act_kwargs: passed to every activation, for example ``k=3`` or ``reduction=4`` for DY-ReLU.
+        **act_kwargs: passed to every activation, for example ``k=3`` or ``reduction=4`` for DY-ReLU. A network
+            built here is one to train from scratch: its DY-ReLUs get the recipe's options
+            (:data:`dyrelu.recipe.SCRATCH_DYRELU_KWARGS`: ``zero_init_last=False``) unless given; pass
+            ``zero_init_last=True`` for a network that starts exactly as its ReLU twin.
 
     Example:
         >>> import torch
@@ -87,6 +91,8 @@ def create_model(
     else:
         if str(act).lower() not in list_acts():
             raise ValueError(f"unknown activation {act!r}, expected one of {', '.join(list_acts())}")
+        if str(act).lower().startswith("dyrelu"):
+            act_kwargs = {**SCRATCH_DYRELU_KWARGS, **act_kwargs}
         act_layer = functools.partial(create_act, act, **act_kwargs)
     for arg, value in (("num_classes", num_classes), ("in_chans", in_chans)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from dyrelu.recipe import SCRATCH_DYRELU_KWARGS, SCRATCH_TRAIN_OPTIONS
+
 __all__ = ["MODEL_FIELDS", "TrainConfig"]
 
 #: Fields that define the network; a checkpoint rebuilds the model from them alone.
@@ -15,6 +17,8 @@ _OPTIMIZERS = ("sgd", "adamw")
 _AMP = ("none", "bf16", "fp16")
 _DEFAULT_LR = {"sgd": 0.1, "adamw": 1e-3}
 _DEFAULT_WD = {"sgd": 5e-4, "adamw": 0.05}
+#: How dyrelu 0.1 trained DY-ReLU (before the recipe study): what a config without these fields meant.
+_BEFORE_RECIPE = {"hyper_weight_decay": True, "hyper_lr_scale": 1.0}
 
 
 @dataclass
@@ -28,7 +32,9 @@ class TrainConfig:
     Args:
         model: a name of :func:`dyrelu.models.list_models`.
         act: a name of :func:`dyrelu.list_acts`, or ``None`` for the architecture's own activations.
-        act_kwargs: passed to every activation (for example ``{"k": 3}`` or ``{"zero_init_last": False}``).
+        act_kwargs: passed to every activation (for example ``{"k": 3}``). For a DY-ReLU, the recipe's module
+            options (:data:`dyrelu.recipe.SCRATCH_DYRELU_KWARGS`, ``zero_init_last=False``) are added unless
+            given: the config records them.
         act_context: where DY-ReLU hyper functions read their context: ``"input"`` (the paper) or
             ``"block"`` (MobileNetV2's block input); see :func:`dyrelu.models.create_model`.
         num_classes, in_chans, small_input: passed to :func:`dyrelu.models.create_model`.
@@ -49,8 +55,9 @@ class TrainConfig:
         momentum: SGD's momentum.
         weight_decay: applied to weights only (not to norms, biases or activation coefficients).
         hyper_lr_scale: learning-rate multiplier for the DY-ReLU modules' parameters (their hyper functions).
-        hyper_weight_decay: whether the hyper functions' weights get ``weight_decay``
-            (see :func:`dyrelu.train.param_groups`).
+        hyper_weight_decay: whether the hyper functions' weights get ``weight_decay`` (see
+            :func:`dyrelu.train.param_groups`); the recipe's default is ``False``. A config saved by dyrelu 0.1
+            (without these fields) reads as what it ran with: decay on, ``zero_init_last=True``.
         warmup_epochs: linear warm-up length, in epochs (fractions allowed).
         min_lr: the learning rate at the end of the cosine.
         label_smoothing: of the training loss.
@@ -90,8 +97,8 @@ class TrainConfig:
     lr: float | None = None
     momentum: float = 0.9
     weight_decay: float | None = None
-    hyper_lr_scale: float = 1.0
-    hyper_weight_decay: bool = True
+    hyper_lr_scale: float = SCRATCH_TRAIN_OPTIONS["hyper_lr_scale"]
+    hyper_weight_decay: bool = SCRATCH_TRAIN_OPTIONS["hyper_weight_decay"]
     warmup_epochs: float = 1.0
     min_lr: float = 0.0
     label_smoothing: float = 0.1
@@ -132,6 +139,9 @@ class TrainConfig:
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"expected {name} {expected}, got {getattr(self, name)!r}")
+        if self.act is not None and str(self.act).lower().startswith("dyrelu"):
+            # DY-ReLU trained from scratch gets the recipe's module options, recorded in the config.
+            self.act_kwargs = {**SCRATCH_DYRELU_KWARGS, **self.act_kwargs}
         if self.act_context not in ("input", "block"):
             raise ValueError(f"unknown act_context {self.act_context!r}, expected 'input' or 'block'")
         if self.tau_start is not None and self.tau_start <= 0:
@@ -159,6 +169,10 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown training options {unknown}, expected some of {sorted(known)}")
+        if "hyper_weight_decay" not in values:  # a config of dyrelu 0.1, from before the recipe: its settings
+            values = {**values, **_BEFORE_RECIPE}
+            if str(values.get("act")).lower().startswith("dyrelu"):
+                values["act_kwargs"] = {"zero_init_last": True, **values.get("act_kwargs", {})}
         return cls(**values)
 
     def replace(self, **changes: Any) -> TrainConfig:
