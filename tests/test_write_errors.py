@@ -19,32 +19,9 @@ from dyrelu.cli import main
 from dyrelu.files import WriteError, write_errors, write_text_atomic
 from dyrelu.train import MetricsWriter, load_checkpoint, read_metrics, save_checkpoint
 from dyrelu.train import checkpoint as checkpoint_module
+from test_cli_train import TRAIN
 
 ENOSPC = os.strerror(errno.ENOSPC)
-
-TRAIN = [
-    "train",
-    "--model",
-    "mobilenetv2_035",
-    "--act",
-    "dyrelu_b",
-    "--reduction",
-    "4",
-    "--data",
-    "synthetic",
-    "--synthetic-samples",
-    "64",
-    "--image-size",
-    "8",
-    "--batch-size",
-    "16",
-    "--lr",
-    "0.05",
-    "--threads",
-    "1",
-    "--no-tensorboard",
-    "--no-progress",
-]
 
 
 class _FullDisk(io.FileIO):

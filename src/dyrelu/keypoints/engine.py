@@ -46,7 +46,7 @@ from dyrelu.keypoints.heatmaps import gaussian_heatmaps
 from dyrelu.keypoints.model import KeypointNet
 from dyrelu.keypoints.synthetic import IMAGE_MEAN, IMAGE_STD, KEYPOINT_NAMES, KeypointDataset
 from dyrelu.train.checkpoint import CheckpointError, capture_rng, restore_rng, save_checkpoint
-from dyrelu.train.optim import create_optimizer
+from dyrelu.train.optim import optimizer_from_config
 from dyrelu.train.runtime import (
     check_finite_loss,
     check_resume,
@@ -148,15 +148,7 @@ def _fit_keypoints(
     steps_per_epoch = len(train_set) // config.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"expected at least batch_size={config.batch_size} training images, got {len(train_set)}")
-    optimizer = create_optimizer(
-        model,
-        config.opt,
-        config.lr,
-        config.weight_decay,
-        config.momentum,
-        hyper_lr_scale=config.hyper_lr_scale,
-        hyper_weight_decay=config.hyper_weight_decay,
-    )
+    optimizer = optimizer_from_config(model, config)
     scheduler = WarmupCosine(
         optimizer,
         total_steps=config.epochs * steps_per_epoch,

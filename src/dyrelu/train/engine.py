@@ -27,7 +27,7 @@ from dyrelu.train import distributed as D
 from dyrelu.train.checkpoint import CheckpointError, capture_rng, restore_rng, save_checkpoint
 from dyrelu.train.config import MODEL_FIELDS, TrainConfig
 from dyrelu.train.evaluation import amp_autocast, build_model, evaluate, load_model_state, materialize, uses_conv2d
-from dyrelu.train.optim import create_optimizer
+from dyrelu.train.optim import optimizer_from_config
 from dyrelu.train.runtime import (
     check_finite_loss,
     check_resume,
@@ -266,37 +266,20 @@ def _fit(
         world_size=ctx.world_size,
         workers=config.workers,
     )
-    test_loader = BatchLoader(
-        test_set,
-        config.eval_batch_size or 2 * config.batch_size,
-        train=False,
-        rank=ctx.rank,
-        world_size=ctx.world_size,
-        workers=config.workers,
-    )
+
+    def eval_loader(dataset: ImageDataset) -> BatchLoader:
+        batch = config.eval_batch_size or 2 * config.batch_size
+        return BatchLoader(
+            dataset, batch, train=False, rank=ctx.rank, world_size=ctx.world_size, workers=config.workers
+        )
+
+    test_loader = eval_loader(test_set)
+    val_loader = None if val_set is None else eval_loader(val_set)
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         raise DataError(f"the training set {train_set.name} is empty")
-    val_loader = None
-    if val_set is not None:
-        val_loader = BatchLoader(
-            val_set,
-            config.eval_batch_size or 2 * config.batch_size,
-            train=False,
-            rank=ctx.rank,
-            world_size=ctx.world_size,
-            workers=config.workers,
-        )
     dyn_images = _dynamics_images(config, model, test_set)
-    optimizer = create_optimizer(
-        model,
-        config.opt,
-        config.lr,
-        config.weight_decay,
-        config.momentum,
-        hyper_lr_scale=config.hyper_lr_scale,
-        hyper_weight_decay=config.hyper_weight_decay,
-    )
+    optimizer = optimizer_from_config(model, config)
     scheduler = WarmupCosine(
         optimizer,
         total_steps=config.epochs * steps_per_epoch,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from dyrelu.activations import StaticPWL
 from dyrelu.modules import DyReLU
 
-__all__ = ["create_optimizer", "hyper_parameters", "param_groups"]
+__all__ = ["create_optimizer", "hyper_parameters", "optimizer_from_config", "param_groups"]
 
 
 def hyper_parameters(model: nn.Module) -> set[int]:
@@ -106,3 +108,18 @@ def create_optimizer(
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
     raise ValueError(f"unknown optimizer {name!r}, expected 'sgd' or 'adamw'")
+
+
+def optimizer_from_config(model: nn.Module, config: Any) -> torch.optim.Optimizer:
+    """:func:`create_optimizer` with a training config's fields (``opt``, ``lr``, ``weight_decay``, ``momentum``,
+    ``hyper_lr_scale``, ``hyper_weight_decay``): what :class:`dyrelu.train.TrainConfig` and
+    :class:`dyrelu.keypoints.KeypointConfig` share."""
+    return create_optimizer(
+        model,
+        config.opt,
+        config.lr,
+        config.weight_decay,
+        config.momentum,
+        hyper_lr_scale=config.hyper_lr_scale,
+        hyper_weight_decay=config.hyper_weight_decay,
+    )
