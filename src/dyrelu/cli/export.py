@@ -104,7 +104,8 @@ def _compare(got, model, images, runner: str) -> str:
         diff = (got - want).abs().max().item() if got.shape == want.shape else float("nan")
         raise CLIError(
             f"the exported program disagrees with the eager model: {runner} gives shape {tuple(got.shape)}, max "
-            f"difference {diff:.3g} (expected {tuple(want.shape)} within atol {_TOLERANCE['atol']})"
+            f"difference {diff:.3g} (expected {tuple(want.shape)} within atol {_TOLERANCE['atol']} + rtol "
+            f"{_TOLERANCE['rtol']} of the eager output)"
         )
     return f"checked with {runner} on {images.shape[0]} images: max difference {(got - want).abs().max().item():.2e}"
 
