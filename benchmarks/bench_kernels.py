@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from dyrelu import functional as DF
+from dyrelu import _piecewise as P
 from dyrelu._native import native_ops
 
 SHAPES = ((32, 64, 32, 32), (128, 96, 7, 7))
@@ -40,8 +40,8 @@ def _case(x: torch.Tensor, g: torch.Tensor, a: torch.Tensor, b: torch.Tensor, re
     for name, flag in (("native", "1"), ("aten", "0")):
         os.environ["DYRELU_NATIVE"] = flag
         out[name] = (
-            _median_ms(lambda: DF._forward_eager(x, a, b, None), repeats),
-            _median_ms(lambda: DF._backward_eager(g, x, a, b, None, needs), repeats),
+            _median_ms(lambda: P._forward_eager(x, a, b, None), repeats),
+            _median_ms(lambda: P._backward_eager(g, x, a, b, None, needs), repeats),
         )
     out["relu"] = (
         _median_ms(lambda: torch.relu(x), repeats),
