@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from dyrelu.analysis.summary import STATIC_THRESHOLD
 from dyrelu.experiments import RECIPE_CLAIM, Claim, Config
-from dyrelu.report import MIN_SEEDS, describe_difference, format_difference
+from dyrelu.report import MIN_SEEDS, describe_difference, format_difference, mean_or_none
 
 __all__ = ["RecipeStat", "choose_recipe", "recipe_report", "summarise_recipes"]
 
@@ -58,11 +58,6 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def _mean_or_none(rows: Sequence[dict[str, str]], column: str) -> float | None:
-    values = [row.get(column, "") for row in rows]
-    return None if any(v == "" for v in values) else statistics.fmean(float(v) for v in values)
-
-
 def summarise_recipes(rows: Sequence[dict[str, str]]) -> dict[tuple[str, str, str, str], RecipeStat]:
     """Group the rows by recipe (model, act, act_kwargs, train_kwargs) and summarise each one."""
     groups: dict[tuple[str, str, str, str], list[dict[str, str]]] = {}
@@ -73,8 +68,8 @@ def summarise_recipes(rows: Sequence[dict[str, str]]) -> dict[tuple[str, str, st
             n=len(group),
             val=_mean_sd([float(r["val_acc"]) for r in group]),
             test=_mean_sd([float(r["test_acc"]) for r in group]),
-            dyn_median=_mean_or_none(group, "dyn_median"),
-            dyn_max=_mean_or_none(group, "dyn_max"),
+            dyn_median=mean_or_none([r.get("dyn_median", "") for r in group]),
+            dyn_max=mean_or_none([r.get("dyn_max", "") for r in group]),
             seconds_per_epoch=statistics.median(float(r["seconds_per_epoch"]) for r in group),
         )
         for key, group in groups.items()

@@ -28,6 +28,7 @@ __all__ = [
     "describe_difference",
     "format_difference",
     "make_report",
+    "mean_or_none",
     "readme_summary",
     "replace_readme_summary",
     "summarise",
@@ -92,12 +93,13 @@ def summarise(rows: Sequence[dict[str, str]]) -> dict[tuple[str, str, str], Stat
             params=int(group[0]["params"]),
             madds=int(group[0]["madds"]),
             seconds_per_epoch=statistics.median(float(r["seconds_per_epoch"]) for r in group),
-            dyn_median=_mean_or_none([r.get("dyn_median", "") for r in group]),
+            dyn_median=mean_or_none([r.get("dyn_median", "") for r in group]),
         )
     return stats
 
 
-def _mean_or_none(values: Sequence[str]) -> float | None:
+def mean_or_none(values: Sequence[str]) -> float | None:
+    """The mean of CSV cells as floats, or ``None`` when there are none or one is empty (not recorded)."""
     return None if not values or any(v == "" for v in values) else statistics.fmean(float(v) for v in values)
 
 
