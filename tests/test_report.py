@@ -186,7 +186,8 @@ def test_report_refuses_rows_of_different_budgets(tmp_path):
 
 def test_default_grid_is_every_claim_and_claims_without_runs_have_no_verdict(tmp_path):
     assert select_claims(None) == DEFAULT_CLAIMS and [c.name for c in select_claims(["C5", "C1"])] == ["C5", "C1"]
-    assert tuple(c for c in CLAIMS if c.name != "R1") == DEFAULT_CLAIMS  # R1 has its own budget: run when named
+    assert tuple(c for c in CLAIMS if c.budget is None) == DEFAULT_CLAIMS  # R1, P1: own budgets, run when named
+    assert {c.name for c in CLAIMS if c.budget is not None} >= {"R1", "P1"}
     text = make_report(_write(tmp_path / "r.csv", _c2_rows(91, 92, 92)))
     (c5_line,) = [line for line in text.splitlines() if line.startswith("| C5 |")]
     assert "no verdict yet: 2 of 5 configurations have 3 seeds (6 runs so far)" in c5_line  # ReLU and the default B

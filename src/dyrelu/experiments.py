@@ -17,18 +17,21 @@ import os
 import platform
 import subprocess
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from dyrelu._pool import check_jobs, run_tasks, select_todo
 from dyrelu.files import write_text_atomic
+from dyrelu.recipe import SCRATCH_DYRELU_KWARGS, SCRATCH_TRAIN_OPTIONS
 
 __all__ = [
     "CLAIMS",
     "COLUMNS",
+    "CONVERGED_BUDGET",
     "DEFAULT_BUDGET",
     "DEFAULT_CLAIMS",
+    "PLATEAU_CLAIM",
     "RECIPE_BUDGET",
     "RECIPE_CLAIM",
     "Budget",
@@ -70,6 +73,7 @@ COLUMNS = (
     "train_seconds",
     "seconds_per_epoch",
     "threads",
+    "device",
     "torch",
     "commit",
 )
@@ -81,7 +85,8 @@ class Config:
 
     ``train_kwargs`` (sorted pairs too) are :class:`~dyrelu.train.TrainConfig` fields that belong to the
     configuration rather than to the budget: the DY-ReLU recipe's ``hyper_lr_scale``,
-    ``hyper_weight_decay`` and ``act_context``.
+    ``hyper_weight_decay`` and ``act_context``, or ``epochs`` (a schedule length of its own, as in the
+    plateau study); they override the budget's.
     """
 
     model: str
@@ -280,7 +285,32 @@ RECIPE_CLAIM = Claim(
     results="results/recipe.csv",
 )
 
-CLAIMS = (*CLAIMS, RECIPE_CLAIM)
+#: The converged budget: the full training set minus the recipe study's 5,000 validation images, for as many
+#: epochs as the plateau study (:data:`PLATEAU_CLAIM`) shows the ReLU baseline needs to stop improving, with
+#: the recipe of :mod:`dyrelu.recipe` pinned. Runs are tagged ``-converged`` in their ids.
+CONVERGED_BUDGET = Budget(
+    epochs=12,
+    data_fraction=1.0,
+    val_size=5000,
+    name="converged",
+    extra=dict(SCRATCH_TRAIN_OPTIONS),
+    dyrelu_defaults=dict(SCRATCH_DYRELU_KWARGS),
+)
+
+#: The plateau study behind the converged budget: the ReLU baseline of the smallest network at three schedule
+#: lengths, one seed (the budget is the shortest length within 0.3 pp of the longest's validation accuracy).
+#: The longest run first, so that the shorter two share the second process.
+PLATEAU_CLAIM = Claim(
+    "P1",
+    "How long the ReLU baseline needs to stop improving",
+    "The converged budget's schedule is the shortest whose final validation accuracy is within 0.3 pp of the "
+    "longest schedule's.",
+    tuple(_cfg(_SMALL, "relu", f"{epochs} epochs", {"epochs": epochs}) for epochs in (12, 3, 6)),
+    budget=replace(CONVERGED_BUDGET, seeds=(0,)),
+    results="results/plateau.csv",
+)
+
+CLAIMS = (*CLAIMS, RECIPE_CLAIM, PLATEAU_CLAIM)
 
 #: The claims ``dyrelu compare`` runs by default: every claim of the shared budget (REPRODUCTION.md gives
 #: the grid's measured total time, within the plan's ~4 hours on 2 cores). Claims with a budget of their
@@ -384,28 +414,33 @@ def _train_one(spec: RunSpec, claims: list[str], budget: Budget, runs_dir: str, 
 
     config = spec.config
     act_defaults = budget.dyrelu_defaults if config.act.startswith("dyrelu") else {}
+    settings: dict[str, Any] = {
+        "data": budget.data,
+        "data_dir": budget.data_dir,
+        "data_fraction": budget.data_fraction,
+        "epochs": budget.epochs,
+        "batch_size": budget.batch_size,
+        "lr": budget.lr,
+        "warmup_epochs": budget.warmup_epochs,
+        "val_size": budget.val_size,
+        **budget.extra,
+        **dict(config.train_kwargs),
+    }
     train_config = TrainConfig(
         model=config.model,
         act=config.act,
         act_kwargs={**act_defaults, **dict(config.act_kwargs)},
-        data=budget.data,
-        data_dir=budget.data_dir,
-        data_fraction=budget.data_fraction,
-        epochs=budget.epochs,
-        batch_size=budget.batch_size,
-        lr=budget.lr,
-        warmup_epochs=budget.warmup_epochs,
-        val_size=budget.val_size,
         seed=spec.seed,
         threads=threads,
         tensorboard=False,
-        **{**budget.extra, **dict(config.train_kwargs)},
+        **settings,
     )
     result = fit(train_config, Path(runs_dir) / spec.run_id, resume=True)
     last = result.metrics[-1]
     resolved = result.config
     image = (1, resolved.in_chans, 28, 28) if resolved.small_input else (1, resolved.in_chans, 224, 224)
-    model = result.model.to(memory_format=torch.contiguous_format)
+    device = next(result.model.parameters()).device.type
+    model = result.model.cpu().to(memory_format=torch.contiguous_format)
     profile = profile_model(model, image)
     train_seconds = sum(float(row["epoch_seconds"]) for row in result.metrics)
     return {
@@ -416,7 +451,7 @@ def _train_one(spec: RunSpec, claims: list[str], budget: Budget, runs_dir: str, 
         "k": "" if config.k is None else config.k,
         "act_kwargs": json.dumps(dict(config.act_kwargs), sort_keys=True),
         "seed": spec.seed,
-        "epochs": budget.epochs,
+        "epochs": train_config.epochs,
         "data_fraction": budget.data_fraction,
         "batch_size": budget.batch_size,
         "test_acc": f"{float(last['test_acc']):.2f}",
@@ -431,6 +466,7 @@ def _train_one(spec: RunSpec, claims: list[str], budget: Budget, runs_dir: str, 
         "train_seconds": f"{train_seconds:.1f}",
         "seconds_per_epoch": f"{train_seconds / len(result.metrics):.1f}",
         "threads": threads,
+        "device": device,
         "torch": torch.__version__.split("+")[0],
         "commit": _commit(),
     }
@@ -439,14 +475,18 @@ def _train_one(spec: RunSpec, claims: list[str], budget: Budget, runs_dir: str, 
 def pending_runs(
     results: str | os.PathLike, claims: Sequence[Claim], budget: Budget
 ) -> list[tuple[RunSpec, list[str]]]:
-    """The runs of ``claims`` that ``results`` does not hold yet under ``budget`` (epochs and data fraction)."""
-    done = {
-        row["run"]
-        for row in read_results(results)
-        if row["epochs"] == str(budget.epochs) and row["data_fraction"] == str(budget.data_fraction)
-    }
+    """The runs of ``claims`` that ``results`` does not hold yet under ``budget`` (epochs and data fraction).
+
+    A configuration with ``epochs`` among its ``train_kwargs`` is done at that many epochs.
+    """
+    fraction = str(budget.data_fraction)
+    done = {(row["run"], row["epochs"]) for row in read_results(results) if row["data_fraction"] == fraction}
     planned = plan_runs(claims, budget.seeds, budget.name)
-    return [(spec, names) for spec, names in planned if spec.run_id not in done]
+    return [
+        (spec, names)
+        for spec, names in planned
+        if (spec.run_id, str(dict(spec.config.train_kwargs).get("epochs", budget.epochs))) not in done
+    ]
 
 
 def run_grid(

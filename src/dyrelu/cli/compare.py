@@ -41,7 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=None,
         help=f"training fraction (default: the claims' budget; grid {b.data_fraction})",
     )
-    parser.add_argument("--seeds", default=",".join(map(str, b.seeds)), help="comma-separated seeds (default 0,1,2)")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the claims' budget; grid 0,1,2)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once, one process each (default 2)")
     parser.add_argument("--limit", type=int, default=None, help="stop after this many runs")
     parser.add_argument("--dry-run", action="store_true", help="list the runs still to do and exit")
@@ -55,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         claims = select_claims(args.claims.split(",") if args.claims else None)
-        seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
         base, results = claims_budget(claims)
+        seeds = base.seeds if args.seeds is None else tuple(int(s) for s in args.seeds.split(",") if s.strip())
     except ValueError as err:
         raise CLIError(str(err)) from err
     if args.jobs < 1:
