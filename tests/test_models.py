@@ -199,7 +199,7 @@ def test_act_kwargs_reach_every_activation() -> None:
 
 
 def test_list_models() -> None:
-    expected = ["mobilenetv2_035", "mobilenetv2_050", "mobilenetv2_075", "mobilenetv2_100"]
+    expected = ["mobilenetv2_025", "mobilenetv2_035", "mobilenetv2_050", "mobilenetv2_075", "mobilenetv2_100"]
     expected += ["mobilenetv3_large", "mobilenetv3_small", "resnet10", "resnet18", "resnet34", "resnet50"]
     assert list_models() == expected
     assert list_models("mobilenetv3*") == ["mobilenetv3_large", "mobilenetv3_small"]

@@ -60,9 +60,12 @@ def test_plan_runs_deduplicates_shared_configurations():
     assert len(ids) == len(set(ids))
     baseline = [names for spec, names in runs if spec.run_id == "mobilenetv2_035-relu-seed0"]
     assert baseline == [["C1", "C2", "C3", "C4", "C5", "C7"]]
-    # seed-major: every configuration's seed 0 comes before any seed 1
-    seeds = [spec.seed for spec, _ in runs]
-    assert seeds == sorted(seeds)
+    # claim by claim (a run belongs to the first claim naming it), seed-major within each claim
+    owners = [names[0] for _, names in runs]
+    assert owners == sorted(owners, key=[c.name for c in DEFAULT_CLAIMS].index)
+    for claim in DEFAULT_CLAIMS:
+        seeds = [spec.seed for spec, names in runs if names[0] == claim.name]
+        assert seeds == sorted(seeds)
     with pytest.raises(ValueError, match=r"unknown claims \['C9'\]"):
         select_claims(["C9"])
 

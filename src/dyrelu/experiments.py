@@ -29,6 +29,7 @@ __all__ = [
     "CLAIMS",
     "COLUMNS",
     "CONVERGED_BUDGET",
+    "CONVERGED_CLAIMS",
     "DEFAULT_BUDGET",
     "DEFAULT_CLAIMS",
     "PLATEAU_CLAIM",
@@ -310,7 +311,42 @@ PLATEAU_CLAIM = Claim(
     results="results/plateau.csv",
 )
 
-CLAIMS = (*CLAIMS, RECIPE_CLAIM, PLATEAU_CLAIM)
+
+def _converged(claim: Claim, configs: tuple[Config, ...] | None = None) -> Claim:
+    """``claim`` at the converged budget: named ``<name>-converged``, rows in results/converged.csv."""
+    return Claim(
+        f"{claim.name}-converged",
+        claim.title,
+        claim.statement,
+        claim.configs if configs is None else configs,
+        budget=CONVERGED_BUDGET,
+        results="results/converged.csv",
+    )
+
+
+_BY_NAME = {claim.name: claim for claim in CLAIMS}
+
+#: The paper's claims at the converged budget, in the order of their value (the order the grid runs them):
+#: the size trend at the small end (where the paper expects the largest gain; ×0.25, ×0.35 and ×0.5 fit two
+#: cores at this budget), the variants, the comparison activations (the strongest six), the number of pieces.
+CONVERGED_CLAIMS: tuple[Claim, ...] = (
+    _converged(
+        _BY_NAME["C1"],
+        tuple(
+            _cfg(model, act)
+            for model in ("mobilenetv2_025", "mobilenetv2_035", "mobilenetv2_050")
+            for act in ("relu", "dyrelu_b")
+        ),
+    ),
+    _converged(_BY_NAME["C2"]),
+    _converged(
+        _BY_NAME["C4"],
+        tuple(_cfg(_SMALL, act) for act in ("relu", "prelu", "silu", "se_relu", "static_pwl", "aprelu", "dyrelu_b")),
+    ),
+    _converged(_BY_NAME["C3"]),
+)
+
+CLAIMS = (*CLAIMS, RECIPE_CLAIM, PLATEAU_CLAIM, *CONVERGED_CLAIMS)
 
 #: The claims ``dyrelu compare`` runs by default: every claim of the shared budget (REPRODUCTION.md gives
 #: the grid's measured total time, within the plan's ~4 hours on 2 cores). Claims with a budget of their
@@ -336,27 +372,37 @@ def select_claims(names: Iterable[str] | None = None) -> tuple[Claim, ...]:
     """The claims named (:data:`DEFAULT_CLAIMS` when ``names`` is None); an unknown name raises ``ValueError``."""
     if names is None:
         return DEFAULT_CLAIMS
-    known = {c.name: c for c in CLAIMS}
+    known = {c.name.upper(): c for c in CLAIMS}
     wanted = [n.strip().upper() for n in names]
     unknown = [n for n in wanted if n not in known]
     if unknown:
-        raise ValueError(f"unknown claims {unknown}, expected some of {sorted(known)}")
+        raise ValueError(f"unknown claims {unknown}, expected some of {sorted(c.name for c in CLAIMS)}")
     return tuple(known[n] for n in wanted)
 
 
 def plan_runs(claims: Sequence[Claim], seeds: Sequence[int], budget_name: str = "") -> list[tuple[RunSpec, list[str]]]:
-    """Unique runs of ``claims`` with the claims each serves, in a stable order (seed-major).
+    """Unique runs of ``claims`` with the claims each serves, in a stable order: claim by claim, seed-major.
 
-    Seed-major order means an interrupted grid has every configuration at the same number of seeds.
+    A run belongs to the first claim that names it. Claim by claim means an interrupted grid stops at a claim
+    boundary with the earlier claims complete; seed-major within a claim means its configurations have the
+    same number of seeds.
     """
     owners: dict[Config, list[str]] = {}
-    for claim in claims:
+    first: dict[Config, int] = {}
+    for index, claim in enumerate(claims):
         for config in claim.configs:
             key = Config(config.model, config.act, config.act_kwargs, train_kwargs=config.train_kwargs)
             owners.setdefault(key, [])
+            first.setdefault(key, index)
             if claim.name not in owners[key]:
                 owners[key].append(claim.name)
-    return [(RunSpec(config, seed, budget_name), names) for seed in seeds for config, names in owners.items()]
+    return [
+        (RunSpec(config, seed, budget_name), owners[config])
+        for index in range(len(claims))
+        for seed in seeds
+        for config in owners
+        if first[config] == index
+    ]
 
 
 # -- the results file ------------------------------------------------------------------------------------

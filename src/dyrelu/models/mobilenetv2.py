@@ -130,6 +130,12 @@ def _create_mobilenetv2(width_mult: float, **kwargs) -> MobileNetV2:
 
 
 @register_model
+def mobilenetv2_025(**kwargs) -> MobileNetV2:
+    """MobileNetV2 ×0.25 (not in the paper: the small end of the converged grid's size trend)."""
+    return _create_mobilenetv2(0.25, **kwargs)
+
+
+@register_model
 def mobilenetv2_035(**kwargs) -> MobileNetV2:
     """MobileNetV2 ×0.35."""
     return _create_mobilenetv2(0.35, **kwargs)
