@@ -8,7 +8,7 @@ import pytest
 
 from dyrelu.cli import main
 from dyrelu.keypoint_experiments import append_keypoint_row
-from dyrelu.recipe import SCRATCH_DYRELU_KWARGS
+from dyrelu.recipe import DYRELU_C_KWARGS, SCRATCH_DYRELU_KWARGS
 from dyrelu.train import read_metrics
 
 TINY = [
@@ -45,7 +45,8 @@ def test_train_eval_and_resume(tmp_path, capsys):
     assert "resumed from" in output and "done: 2 epochs" in output
     assert [row["epoch"] for row in read_metrics(out)] == [1, 2]
     config = json.loads((out / "config.json").read_text())
-    assert config["head_act_kwargs"] == {**SCRATCH_DYRELU_KWARGS, "reduction": 4} and config["items"] == "shapes"
+    expected = {**SCRATCH_DYRELU_KWARGS, **DYRELU_C_KWARGS, "reduction": 4}  # the config records them
+    assert config["head_act_kwargs"] == expected and config["items"] == "shapes"
 
 
 @pytest.mark.parametrize(

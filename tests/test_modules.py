@@ -73,7 +73,10 @@ def test_fresh_c_starts_at_relu_over_three():
 @pytest.mark.parametrize("cls", VARIANTS)
 @pytest.mark.parametrize("train", [True, False])
 def test_per_sample_independence(cls, train):
-    module = _perturb(cls(8)).train(train)
+    # In training mode DY-ReLU-C's attention BatchNorm uses the batch's statistics: samples interact, as in
+    # any BatchNorm; without it (or in eval mode) they do not.
+    kwargs = {"spatial_norm": False} if cls is DyReLUC and train else {}
+    module = _perturb(cls(8, **kwargs)).train(train)
     x = torch.randn(5, 8, 6, 6)
     full = module(x)
     for i in range(5):
@@ -337,7 +340,7 @@ def test_signatures_name_every_argument():
         params = inspect.signature(cls).parameters
         assert all(p.kind is not inspect.Parameter.VAR_KEYWORD for p in params.values()), cls
         assert {name: params[name].default for name in shared} == {name: p.default for name, p in shared.items()}
-    assert set(inspect.signature(DyReLUC).parameters) == {*shared, "tau", "gamma"}
+    assert set(inspect.signature(DyReLUC).parameters) == {*shared, "tau", "gamma", "spatial_norm"}
     front = inspect.signature(DyReLU).parameters
     assert front["variant"].default == "B" and "k" in front and "self" not in front
 
@@ -401,7 +404,12 @@ def test_nan_propagates(cls):
     x[0, 1, 1, 1] = float("nan")
     y = cls(4)(x)
     assert torch.isnan(y[0, 1, 1, 1])
+    if cls is DyReLUC:  # in training mode the attention's BatchNorm spreads it through the batch's statistics
+        assert torch.isnan(y[1]).all()
+        y = cls(4, spatial_norm=False)(x)
     assert not torch.isnan(y[1]).any()  # other samples are unaffected
+    y = cls(4).eval()(x)  # in eval mode too (the running statistics)
+    assert torch.isnan(y[0, 1, 1, 1]) and not torch.isnan(y[1]).any()
 
 
 # -- as a drop-in act_layer ------------------------------------------------------------------------------

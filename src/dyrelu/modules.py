@@ -49,6 +49,11 @@ def _check_tau(tau: float) -> float:
     return value
 
 
+# DY-ReLU-C's attention normalisation: nn.BatchNorm1d's defaults.
+_SPATIAL_BN_MOMENTUM = 0.1
+_SPATIAL_BN_EPS = 1e-5
+
+
 class _DyReLUType(type):
     """``DyReLU(...)`` itself builds the variant named by ``variant``; its subclasses construct as usual.
 
@@ -69,7 +74,7 @@ class _DyReLUType(type):
         params = list(init.parameters.values())[1:]  # without self
         if cls is DyReLU:
             variant = inspect.Parameter("variant", inspect.Parameter.KEYWORD_ONLY, default="B", annotation="str")
-            extra = inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)  # the variant's own (tau, gamma)
+            extra = inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)  # the variant's own (tau, ...)
             params = [params[0], variant, *params[1:], extra]
         return init.replace(parameters=params)
 
@@ -90,8 +95,8 @@ class DyReLU(LazyChannels, metaclass=_DyReLUType):
         channels: C; ``None`` infers it on the first forward pass (a lazy module).
         k, reduction, min_hidden, lambda_a, lambda_b, init_a, init_b, zero_init_last, context_channels,
             channels_last, inplace, device, dtype: as for :class:`DyReLUA`.
-        variant: only when calling ``DyReLU`` itself: the variant to build (DY-ReLU-C also takes ``tau``
-            and ``gamma``, see :class:`DyReLUC`).
+        variant: only when calling ``DyReLU`` itself: the variant to build (DY-ReLU-C also takes ``tau``,
+            ``gamma`` and ``spatial_norm``, see :class:`DyReLUC`).
 
     Shape:
         - Input: :math:`(N, C, *)` with 0 to 3 spatial dims, or :math:`(N, *, C)` with ``channels_last``.
@@ -347,12 +352,19 @@ class DyReLUC(DyReLU):
     """DY-ReLU-C: per channel and per position, ``a_{c,p}^k = π_p · a_c^k`` (same for ``b``).
 
     The spatial attention is ``π = min(γ · softmax(z / τ), 1)`` with ``z`` a 1×1 convolution C→1 of the
-    input (no bias: the softmax ignores it). As ``π ≥ 0``, ``y = π · max_k(a_c^k x + b_c^k)``.
+    input (no bias: the normalisation and the softmax ignore it), batch-normalised as in the paper and the
+    authors' code (``spatial_norm``: a one-channel BatchNorm over the batch and the positions). As ``π ≥ 0``,
+    ``y = π · max_k(a_c^k x + b_c^k)``. With the normalisation ``π`` depends on the direction of the attention
+    weight, not on its norm, and in training mode it does not change when the input is scaled by a positive
+    factor; like any BatchNorm, it makes a sample's output depend on the rest of its batch in training mode
+    (not in eval mode).
 
-    Where a fresh module starts: the last FC and the attention convolution start at zero, so ``π`` is
-    uniform and equals ``γ / HW`` (``1/3`` with the default ``γ = HW/3``): a fresh DyReLUC computes
-    ``relu(x) / 3``, not ``relu(x)``. A converted network therefore does not reproduce the original
-    output until trained; use ``gamma`` to move the starting point.
+    Where a fresh module starts: the last FC and the attention convolution start at zero, so ``z = 0``, the
+    normalised logits are 0 too (in training mode the batch's variance is 0; in eval mode a fresh BatchNorm
+    is near identity), ``π`` is uniform and equals ``γ / HW`` (``1/3`` with the default ``γ = HW/3``): a
+    fresh DyReLUC computes ``relu(x) / 3``, not ``relu(x)``. A converted network therefore does not reproduce
+    the original output until trained; use ``gamma`` to move the starting point. Once the attention weight
+    is not zero, a training-mode BatchNorm scales its logits to unit variance however small the weight is.
 
     Args:
         channels: C; ``None`` infers it on the first forward pass.
@@ -365,6 +377,14 @@ class DyReLUC(DyReLU):
             The property ``tau`` reads and assigns it as a float: a training schedule may change it between
             steps (see :func:`dyrelu.train.set_tau`).
         gamma: γ; ``None`` means ``HW / 3`` for each input's spatial size.
+        spatial_norm: normalise the attention logits ``z`` (shape ``(N, 1, P)`` over the ``P`` positions) as
+            ``nn.BatchNorm1d(1)`` does (momentum 0.1, eps 1e-5): batch statistics in training mode, running
+            statistics in eval mode, as the authors do. Its state is the parameters ``spatial_bn_weight`` and
+            ``spatial_bn_bias`` (shape ``(1,)``, starting at 1 and 0; they are the module's, like the rest of the
+            attention) and the buffers ``spatial_bn_running_mean`` and ``spatial_bn_running_var``. ``False``: the
+            raw logits, as dyrelu 0.1 computed them; the module then has none of these and 0.1's state (its state
+            dicts load strictly). A training batch of a single value (one sample, one position) is not
+            normalised: ``π = min(γ, 1)`` does not depend on ``z`` then.
         channels_last: the input is ``(N, *, C)``.
         inplace: accepted and ignored.
         device: device of the parameters. dtype: dtype of the parameters.
@@ -397,6 +417,7 @@ class DyReLUC(DyReLU):
         context_channels: int | None = None,
         tau: float = 10.0,
         gamma: float | None = None,
+        spatial_norm: bool = True,
         channels_last: bool = False,
         inplace: bool = False,
         device: torch.device | str | None = None,
@@ -406,6 +427,7 @@ class DyReLUC(DyReLU):
         if gamma is not None and gamma <= 0:
             raise ValueError(f"expected a positive gamma or None (HW/3), got {gamma}")
         self.gamma = None if gamma is None else float(gamma)
+        self.spatial_norm = bool(spatial_norm)
         super().__init__(
             channels,
             k=k,
@@ -425,6 +447,14 @@ class DyReLUC(DyReLU):
         # τ is state (an annealed τ travels with the weights); a tensor rather than a float in forward, so
         # that a schedule changing it every step does not recompile a torch.compile'd model.
         self.register_buffer("temperature", torch.tensor(tau, device=device, dtype=dtype))
+        if self.spatial_norm:
+            # One channel: the logits of all samples and positions share the statistics. The shapes do not depend
+            # on C, so a lazy module has them from the start (an uninitialised buffer could not be deep-copied).
+            factory = {"device": device, "dtype": dtype}
+            self.spatial_bn_weight = nn.Parameter(torch.ones(1, **factory))
+            self.spatial_bn_bias = nn.Parameter(torch.zeros(1, **factory))
+            self.register_buffer("spatial_bn_running_mean", torch.zeros(1, **factory))
+            self.register_buffer("spatial_bn_running_var", torch.ones(1, **factory))
 
     @property
     def tau(self) -> float:
@@ -458,13 +488,27 @@ class DyReLUC(DyReLU):
         else:  # as nn.Conv2d(C, 1, 1) initialises its weight: uniform, bound 1/sqrt(C)
             bound = 1.0 / math.sqrt(self.spatial_weight.shape[0])
             nn.init.uniform_(self.spatial_weight, -bound, bound)
+        self._reset_spatial_bn()
 
     def zero_init_last(self) -> None:
-        """Zero the hyper function's last layer and the attention convolution (uniform π, see above)."""
+        """Zero the hyper function's last layer and the attention convolution (uniform π, see above).
+
+        The attention's BatchNorm starts afresh too: its running statistics described the old weight's logits.
+        """
         super().zero_init_last()
         if not self.has_uninitialized_params():
             with torch.no_grad():
                 self.spatial_weight.zero_()
+        self._reset_spatial_bn()
+
+    def _reset_spatial_bn(self) -> None:
+        # LazyChannels' initialiser calls reset_parameters before this class's initialiser creates them.
+        if self.spatial_norm and hasattr(self, "spatial_bn_weight"):
+            with torch.no_grad():
+                self.spatial_bn_weight.fill_(1.0)
+                self.spatial_bn_bias.zero_()
+                self.spatial_bn_running_mean.zero_()
+                self.spatial_bn_running_var.fill_(1.0)
 
     def _scale(self, x: Tensor) -> Tensor:
         flat = x.flatten(2)  # (N, C, P)
@@ -474,12 +518,25 @@ class DyReLUC(DyReLU):
             logits = torch.matmul(flat.transpose(1, 2), weight).unsqueeze(1)  # (N, 1, P)
         else:
             logits = torch.bmm(weight.view(1, 1, -1).expand(x.shape[0], 1, -1), flat)  # (N, 1, P)
+        # A single value in training mode has no batch statistics (BatchNorm raises); π = min(γ, 1) then anyway.
+        if self.spatial_norm and not (self.training and logits.shape[0] * logits.shape[2] == 1):
+            # In the parameters' dtype (an input of another float dtype, autocast), then back to the input's.
+            logits = F.batch_norm(
+                logits.to(self.spatial_bn_weight.dtype),
+                self.spatial_bn_running_mean,
+                self.spatial_bn_running_var,
+                self.spatial_bn_weight,
+                self.spatial_bn_bias,
+                training=self.training,
+                momentum=_SPATIAL_BN_MOMENTUM,
+                eps=_SPATIAL_BN_EPS,
+            ).to(logits.dtype)
         pi = DF.spatial_attention(logits, self.temperature, self.gamma)
         return pi.view((x.shape[0], 1, *x.shape[2:]))
 
     def extra_repr(self) -> str:
         tau = "?" if self.temperature.is_meta else self.tau  # a meta tensor has no value to print
-        return f"{super().extra_repr()}, tau={tau}, gamma={self.gamma}"
+        return f"{super().extra_repr()}, tau={tau}, gamma={self.gamma}, spatial_norm={self.spatial_norm}"
 
 
 _VARIANTS = {"A": DyReLUA, "B": DyReLUB, "C": DyReLUC}

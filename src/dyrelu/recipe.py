@@ -14,10 +14,15 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["SCRATCH_DYRELU_KWARGS", "SCRATCH_TRAIN_OPTIONS"]
+__all__ = ["DYRELU_C_KWARGS", "SCRATCH_DYRELU_KWARGS", "SCRATCH_TRAIN_OPTIONS"]
 
 #: Options of every DY-ReLU module of a network built to be trained from scratch (unless the caller sets them).
 SCRATCH_DYRELU_KWARGS: dict[str, Any] = {"zero_init_last": False}
 
 #: :class:`dyrelu.train.TrainConfig` fields of the recipe (the defaults of those fields).
 SCRATCH_TRAIN_OPTIONS: dict[str, Any] = {"hyper_weight_decay": False, "hyper_lr_scale": 1.0}
+
+#: DY-ReLU-C's options that a training config records when not given (the module's defaults), so that a saved
+#: config says which attention it trained: ``spatial_norm`` (dyrelu 0.1 had no normalisation, see
+#: :class:`dyrelu.DyReLUC`).
+DYRELU_C_KWARGS: dict[str, Any] = {"spatial_norm": True}

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dyrelu.keypoints.synthetic import ITEM_SOURCES
-from dyrelu.recipe import SCRATCH_DYRELU_KWARGS, SCRATCH_TRAIN_OPTIONS
+from dyrelu.recipe import DYRELU_C_KWARGS, SCRATCH_DYRELU_KWARGS, SCRATCH_TRAIN_OPTIONS
 
 __all__ = ["KEYPOINT_MODEL_FIELDS", "KeypointConfig"]
 
@@ -66,7 +66,8 @@ class KeypointConfig:
         weight_decay: on weights only (not on norms, biases or activation coefficients).
         hyper_lr_scale, hyper_weight_decay: the DY-ReLU hyper functions' optimizer groups, as in
             :class:`dyrelu.train.TrainConfig` (the recipe's defaults; a dyrelu 0.1 config reads as decay on
-            and ``zero_init_last=True``). DY-ReLU activations get the recipe's module options unless given.
+            and ``zero_init_last=True``). DY-ReLU activations get the recipe's module options unless given, and
+            DY-ReLU-C also ``spatial_norm=True`` (:data:`dyrelu.recipe.DYRELU_C_KWARGS`; 0.1 configs: ``False``).
         warmup_epochs: the warm-up length in epochs (fractions allowed).
         min_lr: the learning rate at the end.
         clip_grad: clip the gradients' global norm to this (``None``: no clipping).
@@ -159,6 +160,11 @@ class KeypointConfig:
             self.backbone_act_kwargs = {**SCRATCH_DYRELU_KWARGS, **self.backbone_act_kwargs}
         if str(self.head_act).lower().startswith("dyrelu"):
             self.head_act_kwargs = {**SCRATCH_DYRELU_KWARGS, **self.head_act_kwargs}
+        # DY-ReLU-C's attention options too: a saved config says which attention the run computed.
+        if str(self.backbone_act).lower() == "dyrelu_c":
+            self.backbone_act_kwargs = {**DYRELU_C_KWARGS, **self.backbone_act_kwargs}
+        if str(self.head_act).lower() == "dyrelu_c":
+            self.head_act_kwargs = {**DYRELU_C_KWARGS, **self.head_act_kwargs}
 
     @property
     def heatmap_stride(self) -> int:
@@ -186,6 +192,8 @@ class KeypointConfig:
             for act, kwargs in (("backbone_act", "backbone_act_kwargs"), ("head_act", "head_act_kwargs")):
                 if str(values.get(act)).lower().startswith("dyrelu"):
                     values[kwargs] = {"zero_init_last": True, **values.get(kwargs, {})}
+                if str(values.get(act)).lower() == "dyrelu_c":  # 0.1's DY-ReLU-C had raw attention logits
+                    values[kwargs] = {"spatial_norm": False, **values[kwargs]}
         return cls(**values)
 
     def replace(self, **changes: Any) -> KeypointConfig:

@@ -34,7 +34,8 @@ __all__ = [
 CHECKPOINT_NAME = "last.pt"
 _FORMAT = "dyrelu-checkpoint"
 # 2: DY-ReLU-C's τ is in the model's state dict (version 1 kept it beside, in "taus").
-_VERSION = 2
+# 3: DY-ReLU-C normalises its attention logits; older checkpoints ran without (their configs get spatial_norm=False).
+_VERSION = 3
 _REQUIRED = ("format", "version", "config", "epoch", "model")
 
 
@@ -106,13 +107,28 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return _upgrade(state)
 
 
+#: The (activation, its options) fields of the configs: classification's TrainConfig, keypoints' KeypointConfig.
+_ACT_FIELDS = (("act", "act_kwargs"), ("backbone_act", "backbone_act_kwargs"), ("head_act", "head_act_kwargs"))
+
+
 def _upgrade(state: dict[str, Any]) -> dict[str, Any]:
-    """Version 1 kept each DY-ReLU-C's τ beside the weights (``taus``, by module name): move it into them."""
+    """Bring an older checkpoint to the current version, so that it rebuilds and resumes what it trained.
+
+    Version 1 kept each DY-ReLU-C's τ beside the weights (``taus``, by module name): move it into them.
+    Versions 1 and 2 trained DY-ReLU-C without normalising its attention logits: their configs get
+    ``spatial_norm=False`` in that activation's options (unless they set it), so the model they rebuild has
+    their state dict's keys and computes what they trained.
+    """
     taus = state.pop("taus", None) or {}
     model = state["model"]
     if isinstance(model, dict):
         for name, tau in taus.items():
             model.setdefault(f"{name}.temperature" if name else "temperature", torch.tensor(float(tau)))
+    config = state["config"]
+    if state["version"] < 3 and isinstance(config, dict):
+        for act, kwargs in _ACT_FIELDS:
+            if str(config.get(act)).lower() == "dyrelu_c":
+                config[kwargs] = {"spatial_norm": False, **(config.get(kwargs) or {})}
     return state
 
 

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from dyrelu.recipe import SCRATCH_DYRELU_KWARGS, SCRATCH_TRAIN_OPTIONS
+from dyrelu.recipe import DYRELU_C_KWARGS, SCRATCH_DYRELU_KWARGS, SCRATCH_TRAIN_OPTIONS
 
 __all__ = ["MODEL_FIELDS", "TrainConfig"]
 
@@ -34,7 +34,9 @@ class TrainConfig:
         act: a name of :func:`dyrelu.list_acts`, or ``None`` for the architecture's own activations.
         act_kwargs: passed to every activation (for example ``{"k": 3}``). For a DY-ReLU, the recipe's module
             options (:data:`dyrelu.recipe.SCRATCH_DYRELU_KWARGS`, ``zero_init_last=False``) are added unless
-            given: the config records them.
+            given: the config records them. For DY-ReLU-C it also records ``spatial_norm``
+            (:data:`dyrelu.recipe.DYRELU_C_KWARGS`, the module's default ``True``) unless given; a dyrelu 0.1 config
+            reads as ``spatial_norm=False``, what it ran with.
         act_context: where DY-ReLU hyper functions read their context: ``"input"`` (the paper) or
             ``"block"`` (MobileNetV2's block input); see :func:`dyrelu.models.create_model`.
         num_classes, in_chans, small_input: passed to :func:`dyrelu.models.create_model`.
@@ -142,6 +144,8 @@ class TrainConfig:
         if self.act is not None and str(self.act).lower().startswith("dyrelu"):
             # DY-ReLU trained from scratch gets the recipe's module options, recorded in the config.
             self.act_kwargs = {**SCRATCH_DYRELU_KWARGS, **self.act_kwargs}
+        if str(self.act).lower() == "dyrelu_c":  # recorded too: which attention the run computed
+            self.act_kwargs = {**DYRELU_C_KWARGS, **self.act_kwargs}
         if self.act_context not in ("input", "block"):
             raise ValueError(f"unknown act_context {self.act_context!r}, expected 'input' or 'block'")
         if self.tau_start is not None and self.tau_start <= 0:
@@ -173,6 +177,8 @@ class TrainConfig:
             values = {**values, **_BEFORE_RECIPE}
             if str(values.get("act")).lower().startswith("dyrelu"):
                 values["act_kwargs"] = {"zero_init_last": True, **values.get("act_kwargs", {})}
+            if str(values.get("act")).lower() == "dyrelu_c":  # 0.1's DY-ReLU-C had raw attention logits
+                values["act_kwargs"] = {"spatial_norm": False, **values["act_kwargs"]}
         return cls(**values)
 
     def replace(self, **changes: Any) -> TrainConfig:
