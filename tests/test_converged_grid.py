@@ -85,3 +85,57 @@ def test_a_configurations_epochs_override_the_budget_and_reach_the_row(tmp_path)
     (row,) = read_results(results)
     assert row["epochs"] == "2" and row["device"] == "cpu" and row["run"] == "mobilenetv2_035-relu-epochs=2-seed0"
     assert pending_runs(results, [claim], budget) == []
+
+
+def test_budgets_pin_dyrelu_c_attention_normalisation():
+    from dyrelu.experiments import DEFAULT_BUDGET, Config
+    from dyrelu.keypoint_experiments import DEFAULT_KEYPOINT_BUDGET
+
+    c, b = Config("mobilenetv2_035", "dyrelu_c"), Config("mobilenetv2_035", "dyrelu_b")
+    # the grids of dyrelu 0.1 ran DY-ReLU-C without the normalisation: their budgets say so
+    assert DEFAULT_BUDGET.act_kwargs(c) == {"zero_init_last": True, "spatial_norm": False}
+    assert DEFAULT_KEYPOINT_BUDGET.act_options == {"dyrelu_c": {"spatial_norm": False}}
+    assert CONVERGED_BUDGET.act_kwargs(c) == {"zero_init_last": False, "spatial_norm": True}
+    assert CONVERGED_BUDGET.act_kwargs(b) == {"zero_init_last": False}  # B has no attention
+    assert CONVERGED_BUDGET.act_kwargs(Config("m", "relu")) == {}
+    own = Config("m", "dyrelu_c", (("spatial_norm", False),))
+    assert CONVERGED_BUDGET.act_kwargs(own)["spatial_norm"] is False  # the configuration's own options win
+
+
+def test_estimate_costs_times_each_configuration_and_extrapolates_an_epoch():
+    from dyrelu.estimate import calibrated, estimate_costs
+    from dyrelu.experiments import _cfg
+
+    relu, dyrelu_b = _cfg("mobilenetv2_025", "relu"), _cfg("mobilenetv2_025", "dyrelu_b", train={"epochs": 2})
+    budget = Budget(epochs=5, data_fraction=0.5, batch_size=8, val_size=1000)
+    estimates = estimate_costs([relu, dyrelu_b], budget, rounds=1, steps=1)
+    assert [e.config for e in estimates] == [relu, dyrelu_b]
+    first, second = estimates
+    assert first.steps_per_epoch == 29_500 // 8 + 1 and first.eval_images == 11_000
+    assert (first.epochs, second.epochs) == (5, 2)
+    assert first.step_seconds > 0 and first.eval_seconds_per_image > 0
+    assert first.run_seconds == pytest.approx(5 * first.epoch_seconds)
+    scaled = calibrated(estimates, {("mobilenetv2_025", "relu", "{}"): 100.0, ("resnet10", "relu", "{}"): 7.0})
+    assert scaled[relu] == 100.0  # measured
+    assert scaled[dyrelu_b] == pytest.approx(100.0 * second.epoch_seconds / first.epoch_seconds)
+    with pytest.raises(ValueError, match="expected measurements"):
+        calibrated(estimates, {("resnet10", "relu", "{}"): 1.0})
+    with pytest.raises(ValueError, match="rounds >= 1"):
+        estimate_costs([relu], budget, rounds=0)
+
+
+@pytest.mark.slow
+def test_compare_estimate_writes_the_grids_process_hours(tmp_path, capsys):
+    from dyrelu.cli import main
+
+    measured = tmp_path / "plateau.csv"
+    append_row(measured, {"model": "mobilenetv2_035", "act": "relu", "act_kwargs": "{}", "seconds_per_epoch": 300})
+    out = tmp_path / "estimate.csv"
+    argv = ["compare", "--claims", "P1", "--estimate", str(out), "--calibrate", str(measured), "--jobs", "2"]
+    assert main(argv) == 0
+    rows = read_results(out)
+    assert [r["config"] for r in rows] == [c.name for c in PLATEAU_CLAIM.configs]
+    # the three share one measured network: each epoch costs what it measured
+    assert [r["epoch_seconds"] for r in rows] == ["300"] * 3
+    assert sum(float(r["process_hours"]) for r in rows) == pytest.approx(21 * 300 / 3600, abs=0.02)
+    assert "total: 1.8 process hours" in capsys.readouterr().out

@@ -23,7 +23,7 @@ from typing import Any
 
 from dyrelu._pool import check_jobs, run_tasks, select_todo
 from dyrelu.files import write_text_atomic
-from dyrelu.recipe import SCRATCH_DYRELU_KWARGS, SCRATCH_TRAIN_OPTIONS
+from dyrelu.recipe import DYRELU_C_KWARGS, SCRATCH_DYRELU_KWARGS, SCRATCH_TRAIN_OPTIONS
 
 __all__ = [
     "CLAIMS",
@@ -32,6 +32,7 @@ __all__ = [
     "CONVERGED_CLAIMS",
     "DEFAULT_BUDGET",
     "DEFAULT_CLAIMS",
+    "ESTIMATE_COLUMNS",
     "PLATEAU_CLAIM",
     "RECIPE_BUDGET",
     "RECIPE_CLAIM",
@@ -46,6 +47,7 @@ __all__ = [
     "read_results",
     "run_grid",
     "select_claims",
+    "write_estimate",
 ]
 
 #: Columns of the results CSV, in order.
@@ -151,8 +153,10 @@ class Budget:
     """Training settings shared by every run of the grid (passed to :class:`dyrelu.train.TrainConfig`).
 
     ``extra``: further TrainConfig fields (a configuration's own ``train_kwargs`` override them);
-    ``dyrelu_defaults``: options of every DY-ReLU module unless the configuration's ``act_kwargs`` give them.
-    Together they pin a budget's whole recipe, so that its rows reproduce when the library's defaults move.
+    ``dyrelu_defaults``: options of every DY-ReLU module unless the configuration's ``act_kwargs`` give them;
+    ``act_options``: options of one activation by name (``{"dyrelu_c": {"spatial_norm": False}}``), over the
+    DY-ReLU defaults and under the configuration's ``act_kwargs``. Together they pin a budget's whole recipe,
+    so that its rows reproduce when the library's defaults move.
     """
 
     data: str = "fashion-mnist"
@@ -167,13 +171,21 @@ class Budget:
     name: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     dyrelu_defaults: dict[str, Any] = field(default_factory=dict)
+    act_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def act_kwargs(self, config: Config) -> dict[str, Any]:
+        """The options ``config``'s activations get under this budget."""
+        defaults = self.dyrelu_defaults if config.act.startswith("dyrelu") else {}
+        return {**defaults, **self.act_options.get(config.act, {}), **dict(config.act_kwargs)}
 
 
 #: How DY-ReLU was trained before the recipe study (dyrelu 0.1): the last FC at zero, weight decay on the
-#: hyper functions' weights, no learning-rate multiplier. The budgets that ran with it pin it.
+#: hyper functions' weights, no learning-rate multiplier, DY-ReLU-C's attention logits not normalised. The
+#: budgets that ran with it pin it.
 _BEFORE_RECIPE = {
     "extra": {"hyper_weight_decay": True, "hyper_lr_scale": 1.0},
     "dyrelu_defaults": {"zero_init_last": True},
+    "act_options": {"dyrelu_c": {"spatial_norm": False}},
 }
 
 #: The small grid's budget (C1–C7): 4 epochs on a class-stratified 10 % of Fashion-MNIST.
@@ -296,6 +308,7 @@ CONVERGED_BUDGET = Budget(
     name="converged",
     extra=dict(SCRATCH_TRAIN_OPTIONS),
     dyrelu_defaults=dict(SCRATCH_DYRELU_KWARGS),
+    act_options={"dyrelu_c": dict(DYRELU_C_KWARGS)},
 )
 
 #: The plateau study behind the converged budget: the ReLU baseline of the smallest network at three schedule
@@ -433,6 +446,19 @@ def append_row(path: str | os.PathLike, row: dict[str, Any], columns: Sequence[s
     write_text_atomic(path, buffer.getvalue())
 
 
+#: Columns of a grid's cost estimate (``dyrelu compare --estimate``).
+ESTIMATE_COLUMNS = ("config", "step_seconds", "epoch_seconds", "epochs", "runs", "process_hours", "threads")
+
+
+def write_estimate(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> None:
+    """Write a grid's cost estimate (one row per configuration) to ``path`` atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(ESTIMATE_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(Path(path), buffer.getvalue())
+
+
 def _commit() -> str:
     try:
         out = subprocess.run(
@@ -459,7 +485,6 @@ def _train_one(spec: RunSpec, claims: list[str], budget: Budget, runs_dir: str, 
     from dyrelu.train import TrainConfig, fit
 
     config = spec.config
-    act_defaults = budget.dyrelu_defaults if config.act.startswith("dyrelu") else {}
     settings: dict[str, Any] = {
         "data": budget.data,
         "data_dir": budget.data_dir,
@@ -475,7 +500,7 @@ def _train_one(spec: RunSpec, claims: list[str], budget: Budget, runs_dir: str, 
     train_config = TrainConfig(
         model=config.model,
         act=config.act,
-        act_kwargs={**act_defaults, **dict(config.act_kwargs)},
+        act_kwargs=budget.act_kwargs(config),
         seed=spec.seed,
         threads=threads,
         tensorboard=False,

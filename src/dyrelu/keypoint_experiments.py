@@ -117,7 +117,8 @@ class KeypointBudget:
     """Training settings shared by every run of the grid (passed to :class:`dyrelu.keypoints.KeypointConfig`).
 
     ``extra``: further KeypointConfig fields; ``dyrelu_defaults``: the options of the DY-ReLU activations
-    (backbone and head). Together they pin the budget's recipe.
+    (backbone and head); ``act_options``: options of one activation by name, over the DY-ReLU defaults.
+    Together they pin the budget's recipe.
 
     The defaults are sized so that one run takes about 2–3 minutes on one CPU thread (see the
     keypoint section of the report for the measured times).
@@ -134,12 +135,15 @@ class KeypointBudget:
     threads: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     dyrelu_defaults: dict[str, Any] = field(default_factory=dict)
+    act_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 #: The K1 grid ran before the recipe study (dyrelu 0.1): its budget pins those settings (the last FC at zero,
-#: weight decay on the hyper functions), so that its rows reproduce.
+#: weight decay on the hyper functions, DY-ReLU-C's attention logits not normalised), so that its rows reproduce.
 DEFAULT_KEYPOINT_BUDGET = KeypointBudget(
-    extra={"hyper_weight_decay": True, "hyper_lr_scale": 1.0}, dyrelu_defaults={"zero_init_last": True}
+    extra={"hyper_weight_decay": True, "hyper_lr_scale": 1.0},
+    dyrelu_defaults={"zero_init_last": True},
+    act_options={"dyrelu_c": {"spatial_norm": False}},
 )
 
 #: The paper's keypoint claim (section 5.2, COCO single-person keypoint detection).
@@ -206,7 +210,7 @@ def _train_one(spec: KeypointRunSpec, claim: str, budget: KeypointBudget, runs_d
         seed=spec.seed,
         threads=threads,
         **{
-            f"{part}_act_kwargs": dict(budget.dyrelu_defaults)
+            f"{part}_act_kwargs": {**budget.dyrelu_defaults, **budget.act_options.get(act, {})}
             for part, act in (("backbone", spec.backbone_act), ("head", spec.head_act))
             if str(act).startswith("dyrelu")
         },

@@ -45,6 +45,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--jobs", type=int, default=2, help="runs at once, one process each (default 2)")
     parser.add_argument("--limit", type=int, default=None, help="stop after this many runs")
     parser.add_argument("--dry-run", action="store_true", help="list the runs still to do and exit")
+    parser.add_argument(
+        "--estimate",
+        metavar="CSV",
+        default=None,
+        help="do not train: time each configuration's training step side by side, write the estimated seconds "
+        "per epoch and the grid's process hours to CSV and print them",
+    )
+    parser.add_argument(
+        "--calibrate",
+        metavar="RESULTS",
+        default=None,
+        help="with --estimate: scale the estimates so that a configuration measured in this results CSV (its "
+        "median seconds per epoch) matches",
+    )
     return parser
 
 
@@ -73,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
         for spec, names in pending_runs(args.results, claims, budget):
             print(f"{spec.run_id}  ({' '.join(names)})")
         return 0
+    if args.estimate:
+        return _estimate(args, claims, budget)
     from dyrelu.cli._common import RESUME_GRID, write_error_message
     from dyrelu.files import WriteError
 
@@ -91,4 +107,51 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as err:
         raise CLIError(str(err).splitlines()[0]) from err
     print(f"results in {args.results}; write the report with: dyrelu report --results {args.results}", file=sys.stderr)
+    return 0
+
+
+def _estimate(args: argparse.Namespace, claims, budget) -> int:
+    """``--estimate``: each configuration's estimated cost, and the whole grid's, in process hours."""
+    import statistics
+
+    from dyrelu.estimate import calibrated, estimate_costs
+    from dyrelu.experiments import plan_runs, read_results, write_estimate
+    from dyrelu.train.runtime import cpu_cores
+
+    runs = plan_runs(claims, budget.seeds, budget.name)
+    configs = list(dict.fromkeys(spec.config for spec, _ in runs))
+    threads = max(1, cpu_cores() // args.jobs)
+    estimates = estimate_costs(configs, budget, threads=threads)
+    epoch = {e.config: e.epoch_seconds for e in estimates}
+    if args.calibrate:
+        measured: dict[tuple[str, str, str], list[float]] = {}
+        for row in read_results(args.calibrate):
+            key = (row["model"], row["act"], row["act_kwargs"])
+            measured.setdefault(key, []).append(float(row["seconds_per_epoch"]))
+        try:
+            epoch = calibrated(estimates, {key: statistics.median(v) for key, v in measured.items()})
+        except ValueError as err:
+            raise CLIError(f"cannot calibrate with {args.calibrate}: {err}") from err
+        print(f"calibrated with the seconds per epoch measured in {args.calibrate}")
+    counts = {config: sum(spec.config == config for spec, _ in runs) for config in configs}
+    rows = [
+        {
+            "config": e.config.name,
+            "step_seconds": f"{e.step_seconds:.4f}",
+            "epoch_seconds": f"{epoch[e.config]:.0f}",
+            "epochs": e.epochs,
+            "runs": counts[e.config],
+            "process_hours": f"{counts[e.config] * e.epochs * epoch[e.config] / 3600:.2f}",
+            "threads": threads,
+        }
+        for e in estimates
+    ]
+    write_estimate(args.estimate, rows)
+    for row in rows:
+        print(
+            f"{row['config']:<60} {row['step_seconds']} s/step  {row['epoch_seconds']:>5} s/epoch  "
+            f"{row['runs']} runs x {row['epochs']} epochs = {row['process_hours']} h"
+        )
+    total = sum(float(r["process_hours"]) for r in rows)
+    print(f"total: {total:.1f} process hours ({total / args.jobs:.1f} h of wall time at {args.jobs} at once)")
     return 0
