@@ -325,11 +325,11 @@ PLATEAU_CLAIM = Claim(
 )
 
 
-def _converged(claim: Claim, configs: tuple[Config, ...] | None = None) -> Claim:
+def _converged(claim: Claim, configs: tuple[Config, ...] | None = None, title: str = "") -> Claim:
     """``claim`` at the converged budget: named ``<name>-converged``, rows in results/converged.csv."""
     return Claim(
         f"{claim.name}-converged",
-        claim.title,
+        title or claim.title,
         claim.statement,
         claim.configs if configs is None else configs,
         budget=CONVERGED_BUDGET,
@@ -355,6 +355,7 @@ CONVERGED_CLAIMS: tuple[Claim, ...] = (
     _converged(
         _BY_NAME["C4"],
         tuple(_cfg(_SMALL, act) for act in ("relu", "prelu", "silu", "se_relu", "static_pwl", "aprelu", "dyrelu_b")),
+        "DY-ReLU-B against other activations (six of the nine: ReLU, PReLU, SiLU, SE+ReLU, static PWL, APReLU)",
     ),
     _converged(_BY_NAME["C3"]),
 )

@@ -25,6 +25,8 @@ __all__ = [
     "MIN_SEEDS",
     "README_MARKERS",
     "Stat",
+    "claim_section",
+    "claim_verdicts",
     "describe_difference",
     "format_difference",
     "make_report",
@@ -32,6 +34,7 @@ __all__ = [
     "readme_summary",
     "replace_readme_summary",
     "summarise",
+    "verdict_table",
 ]
 
 
@@ -194,7 +197,7 @@ def _verdict_c1(claim: Claim, stats) -> tuple[str, list[str]]:
     decreasing = all(a[1] > b[1] for a, b in itertools.pairwise(widths))
     trend_clear = decreasing and (widths[0][1] - widths[-1][1]) > math.hypot(widths[0][2], widths[-1][2])
     notes.append(
-        "gain by MobileNetV2 width (×0.35 → ×1.0): "
+        f"gain by MobileNetV2 width ({widths[0][0]} → {widths[-1][0]}): "
         + ", ".join(f"{d:+.2f}" for _, d, _ in widths)
         + (" — decreasing" if decreasing else " — not decreasing")
         + (" beyond the spread" if trend_clear else "")
@@ -382,23 +385,55 @@ def _incomplete(claim: Claim, stats) -> str | None:
     return f"no verdict yet: {ready} of {len(counts)} configurations have {MIN_SEEDS} seeds ({sum(counts)} runs so far)"
 
 
-def make_report(
-    rows: Sequence[dict[str, str]], claims: Sequence[Claim] = DEFAULT_CLAIMS, command: str = "dyrelu compare --jobs 2"
-) -> str:
-    """REPRODUCTION.md's text for the result ``rows`` (as :func:`dyrelu.experiments.read_results` returns).
+def claim_verdicts(claims: Sequence[Claim], stats) -> dict[str, tuple[str, list[str]]]:
+    """Each claim's verdict and notes (by claim name) from the statistics of :func:`summarise`.
 
-    A claim gets a verdict only when every configuration it compares has :data:`MIN_SEEDS` runs.
+    A claim gets a verdict only when every configuration it compares has :data:`MIN_SEEDS` runs. A claim
+    at another budget (``C1-converged``) is judged by the rule of its base claim (``C1``).
     """
-    stats = summarise(rows)
     verdicts = {}
     for claim in claims:
-        verdict_fn = _VERDICTS.get(claim.name)
+        verdict_fn = _VERDICTS.get(claim.name.split("-")[0])
         missing = _incomplete(claim, stats)
         if missing is not None:
             verdicts[claim.name] = (missing, [])
         else:
             verdict = verdict_fn(claim, stats) if verdict_fn else ("no verdict rule", [])
             verdicts[claim.name] = _dynamics_guard(claim, stats, *verdict)
+    return verdicts
+
+
+def verdict_table(claims: Sequence[Claim], verdicts: dict[str, tuple[str, list[str]]]) -> list[str]:
+    """The markdown table of ``claims`` with their verdicts (what the README shows)."""
+    return [
+        "| claim | paper | verdict at our scale |",
+        "|---|---|---|",
+        *[f"| {c.name} | {c.statement} | {verdicts[c.name][0]} |" for c in claims],
+    ]
+
+
+def claim_section(claim: Claim, stats, verdict: str, notes: Sequence[str], heading: str = "##") -> list[str]:
+    """A claim's section: its title, the paper's statement, the table, the verdict and its notes."""
+    lines = [f"{heading} {claim.name}: {claim.title}", "", f"Paper: {claim.statement}", ""]
+    lines += _claim_table(claim, stats)
+    lines += ["", f"**Verdict: {verdict}.**", ""]
+    lines += [f"- {note}" for note in notes]
+    return [*lines, ""]
+
+
+def make_report(
+    rows: Sequence[dict[str, str]],
+    claims: Sequence[Claim] = DEFAULT_CLAIMS,
+    command: str = "dyrelu compare --jobs 2",
+    preface: str = "",
+) -> str:
+    """REPRODUCTION.md's text for the result ``rows`` (as :func:`dyrelu.experiments.read_results` returns).
+
+    A claim gets a verdict only when every configuration it compares has :data:`MIN_SEEDS` runs. ``preface``:
+    sections of other budgets that come first (the converged one); the short grid then gets its own heading.
+    """
+    stats = summarise(rows)
+    verdicts = claim_verdicts(claims, stats)
     lines = [
         "# Reproducing DY-ReLU's claims at small scale",
         "",
@@ -410,22 +445,16 @@ def make_report(
         f"{STATIC_THRESHOLD} a configuration is static, a ReLU plus an unused hyper function, and its claim",
         "tests nothing about DY-ReLU's dynamics.",
         "",
+        *([preface.rstrip("\n"), "", "## The short budget", ""] if preface else []),
         *_budget_lines(rows, command),
         "",
         "## Verdicts",
         "",
-        "| claim | paper | verdict at our scale |",
-        "|---|---|---|",
-        *[f"| {c.name} | {c.statement} | {verdicts[c.name][0]} |" for c in claims],
+        *verdict_table(claims, verdicts),
         "",
     ]
     for claim in claims:
-        verdict, notes = verdicts[claim.name]
-        lines += [f"## {claim.name}: {claim.title}", "", f"Paper: {claim.statement}", ""]
-        lines += _claim_table(claim, stats)
-        lines += ["", f"**Verdict: {verdict}.**", ""]
-        lines += [f"- {note}" for note in notes]
-        lines += [""]
+        lines += claim_section(claim, stats, *verdicts[claim.name])
     lines += [
         "## C6: cost",
         "",
@@ -445,15 +474,16 @@ README_MARKERS = ("<!-- reproduction-summary -->", "<!-- /reproduction-summary -
 
 
 def readme_summary(report: str) -> str:
-    """The verdicts of a generated report (:func:`make_report`, optionally with the keypoint section) as
-    one markdown table for the README: the claims' verdict table, then one row per keypoint question."""
+    """The verdicts of a generated report (:func:`make_report`, optionally with the converged, recipe and
+    keypoint sections) as one markdown table for the README: the rows of every verdict table in the order of
+    the report (the converged budget's first), then one row per section with a verdict of its own."""
     lines = report.splitlines()
-    start = lines.index("## Verdicts") + 2
     table = []
-    for line in lines[start:]:
-        if not line.startswith("|"):
-            break
-        table.append(line)
+    for start, line in enumerate(lines):
+        if not line.startswith("## Verdicts"):
+            continue
+        rows = itertools.takewhile(lambda row: row.startswith("|"), lines[start + 2 :])
+        table += list(rows) if not table else list(rows)[2:]  # one header
     question = ""
     for line in lines:
         if line.startswith("Tested: "):

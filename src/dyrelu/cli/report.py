@@ -25,6 +25,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="the recipe study's CSV, appended as section R1 when it exists (default results/recipe.csv)",
     )
     parser.add_argument(
+        "--converged-results",
+        default="results/converged.csv",
+        help="the converged grid's CSV; its section comes first when it or --plateau-results exists (default "
+        "results/converged.csv)",
+    )
+    parser.add_argument(
+        "--plateau-results", default="results/plateau.csv", help="the plateau study's CSV (default results/plateau.csv)"
+    )
+    parser.add_argument(
+        "--estimate",
+        default="results/converged_estimate.csv",
+        help="the converged grid's cost estimate (default results/converged_estimate.csv)",
+    )
+    parser.add_argument(
         "--keypoint-results",
         default="results/keypoints.csv",
         help="the keypoint grid's CSV, appended as section K1 when it exists (default results/keypoints.csv)",
@@ -49,8 +63,19 @@ def run(args: argparse.Namespace) -> int:
     rows = read_results(args.results)
     if not rows:
         raise CLIError(f"no results in {args.results}; run `dyrelu compare` first")
+    converged, plateau = read_results(args.converged_results), read_results(args.plateau_results)
+    preface = ""
+    if converged or plateau:
+        from dyrelu.converged_report import converged_report
+
+        try:
+            preface = converged_report(converged, plateau, read_results(args.estimate))
+        except (KeyError, ValueError) as err:
+            raise CLIError(
+                f"{args.converged_results} or {args.plateau_results} is not a results file of dyrelu compare: {err}"
+            ) from err
     try:
-        text = make_report(rows)
+        text = make_report(rows, preface=preface)
     except (KeyError, ValueError) as err:
         raise CLIError(f"{args.results} is not a results file of dyrelu compare: {err}") from err
     recipe_rows = read_results(args.recipe_results)

@@ -1,0 +1,98 @@
+"""The converged section of the report: the plateau rule, verdicts per device, the README's order."""
+
+from __future__ import annotations
+
+from dyrelu.cli import main
+from dyrelu.converged_report import CONVERGED_COMMAND, converged_report, plateau_choice
+from dyrelu.experiments import CONVERGED_BUDGET, CONVERGED_CLAIMS, append_row
+from dyrelu.report import make_report, readme_summary
+
+
+def _plateau(epochs, val, test=90.0):
+    return {
+        "run": f"mobilenetv2_035-relu-epochs={epochs}-seed0-converged",
+        "epochs": str(epochs),
+        "val_acc": str(val),
+        "test_acc": str(test),
+        "seconds_per_epoch": "300",
+    }
+
+
+def _row(model, act, seed, acc, device="cpu"):
+    return {
+        "experiment": "C1-converged",
+        "run": f"{model}-{act}-seed{seed}-converged",
+        "model": model,
+        "act": act,
+        "k": 2 if act.startswith("dyrelu") else "",
+        "act_kwargs": "{}",
+        "seed": str(seed),
+        "epochs": str(CONVERGED_BUDGET.epochs),
+        "data_fraction": "1.0",
+        "batch_size": "128",
+        "test_acc": str(acc),
+        "params": "1000",
+        "madds": "1000000",
+        "train_seconds": "3600",
+        "seconds_per_epoch": "300",
+        "threads": "1",
+        "device": device,
+        "torch": "2.14.1",
+        "commit": "abc1234",
+        "dyn_median": "0.05" if act.startswith("dyrelu") else "",
+    }
+
+
+def test_plateau_choice_is_the_shortest_schedule_within_tolerance_of_the_longest():
+    assert plateau_choice([])[0] is None
+    rows = [_plateau(3, 90.8), _plateau(6, 91.95), _plateau(12, 92.2)]
+    chosen, table = plateau_choice(rows)
+    assert chosen == 6 and table[2].startswith("| 3 | 1 | 90.80 |") and "| 1.40 |" in table[2]
+    assert plateau_choice([_plateau(3, 91.95), _plateau(6, 92.3), _plateau(12, 92.2)])[0] == 3
+    assert plateau_choice([_plateau(3, 90.0), _plateau(6, 91.0), _plateau(12, 92.2)])[0] == 12
+
+
+def test_converged_report_states_the_rule_and_whether_the_budget_follows_it():
+    text = converged_report([], [_plateau(3, 90.8), _plateau(6, 91.0), _plateau(12, 92.2)])
+    assert text.startswith("## The converged budget\n") and CONVERGED_COMMAND in text
+    rule = next(line for line in text.splitlines() if line.startswith("Rule: "))
+    assert "**12 epochs**" in rule
+    assert ("not that" in rule) == (CONVERGED_BUDGET.epochs != 12)
+    assert "runs: 0 done, 45 to do" in text
+    assert "Not run yet" in converged_report([], [])
+
+
+def test_converged_report_judges_each_device_apart_and_comes_first_in_the_readme(tmp_path):
+    models = ("mobilenetv2_025", "mobilenetv2_035", "mobilenetv2_050")
+    rows = [_row(m, "relu", s, 90.0 + 0.1 * s) for m in models for s in range(3)]
+    rows += [_row(m, "dyrelu_b", s, 93.0 - 0.5 * i + 0.1 * s) for i, m in enumerate(models) for s in range(3)]
+    rows += [_row("mobilenetv2_035", "relu", 0, 50.0, device="cuda")]
+    text = converged_report(rows, [])
+    cpu, cuda = text.split("## Verdicts at the converged budget (cuda)")
+    assert "## Verdicts at the converged budget (cpu)" in cpu and "50.00" not in cpu
+    c1 = next(line for line in cpu.splitlines() if line.startswith("| C1-converged |"))
+    assert "| holds |" in c1 and "runs: 19 done, 27 to do" in cpu  # the cuda row counts as a run of the grid
+    assert "no verdict yet" in next(line for line in cuda.splitlines() if line.startswith("| C1-converged |"))
+    short = [{**r, "run": r["run"].removesuffix("-converged"), "epochs": "4", "device": ""} for r in rows[:3]]
+    report = make_report(short, preface=text)
+    assert report.index("## The converged budget") < report.index("## The short budget") < report.index("## C1:")
+    summary = readme_summary(report).splitlines()
+    assert summary[0].startswith("| claim |") and sum(line.startswith("| claim |") for line in summary) == 1
+    names = [line.split("|")[1].strip() for line in summary[2:]]
+    assert names[: len(CONVERGED_CLAIMS)] == [c.name for c in CONVERGED_CLAIMS] and "C1" in names
+
+
+def test_report_cli_puts_the_converged_section_first(tmp_path):
+    results = tmp_path / "grid.csv"
+    for seed in range(3):
+        append_row(results, {**_row("mobilenetv2_035", "relu", seed, 90.0), "epochs": "4", "data_fraction": "0.1"})
+    plateau = tmp_path / "plateau.csv"
+    for row in (_plateau(3, 90.8), _plateau(12, 92.2)):
+        append_row(plateau, row, columns=tuple(row))
+    out = tmp_path / "R.md"
+    argv = ["report", "--results", str(results), "--plateau-results", str(plateau), "--out", str(out)]
+    argv += ["--converged-results", str(tmp_path / "none.csv"), "--recipe-results", str(tmp_path / "none.csv")]
+    argv += ["--keypoint-results", str(tmp_path / "none.csv"), "--estimate", str(tmp_path / "none.csv")]
+    assert main(argv) == 0
+    text = out.read_text()
+    assert text.index("### P1:") < text.index("## The short budget") and "| 12 | 1 | 92.20 |" in text
