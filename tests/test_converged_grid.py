@@ -78,12 +78,13 @@ def test_a_configurations_epochs_override_the_budget_and_reach_the_row(tmp_path)
         epochs=1,
         batch_size=32,
         seeds=(0,),
-        extra={"data_kwargs": {"num_samples": 64, "image_size": 8}, "eval_fraction": 0.5},
+        extra={"data_kwargs": {"num_samples": 64, "image_size": 8}, "eval_fraction": 0.5, "amp": "bf16"},
     )
     results = tmp_path / "t.csv"
     assert run_grid(results, tmp_path / "runs", claims=[claim], budget=budget, log=lambda _: None) == 1
     (row,) = read_results(results)
-    assert row["epochs"] == "2" and row["device"] == "cpu" and row["run"] == "mobilenetv2_035-relu-epochs=2-seed0"
+    assert row["epochs"] == "2" and row["run"] == "mobilenetv2_035-relu-epochs=2-seed0"
+    assert (row["device"], row["amp"]) == ("cpu", "bf16")
     assert pending_runs(results, [claim], budget) == []
 
 
@@ -139,3 +140,21 @@ def test_compare_estimate_writes_the_grids_process_hours(tmp_path, capsys):
     assert [r["epoch_seconds"] for r in rows] == ["300"] * 3
     assert sum(float(r["process_hours"]) for r in rows) == pytest.approx(21 * 300 / 3600, abs=0.02)
     assert "total: 1.8 process hours" in capsys.readouterr().out
+
+
+def test_compare_passes_device_and_precision_to_every_run(tmp_path, monkeypatch):
+    import dyrelu.experiments
+    from dyrelu.cli import main
+
+    seen = {}
+
+    def fake_grid(results, runs_dir, *, claims, budget, jobs, limit, log):
+        seen.update(budget.extra, results=str(results), runs_dir=str(runs_dir))
+        return 0
+
+    monkeypatch.setattr(dyrelu.experiments, "run_grid", fake_grid)
+    out = tmp_path / "gpu"
+    argv = ["compare", "--claims", "C1-converged", "--device", "cuda", "--amp", "bf16"]
+    assert main([*argv, "--results", str(out / "converged.csv"), "--runs-dir", str(out / "runs")]) == 0
+    assert seen["device"] == "cuda" and seen["amp"] == "bf16" and seen["hyper_weight_decay"] is False
+    assert seen["results"] == str(out / "converged.csv") and seen["runs_dir"] == str(out / "runs")

@@ -66,9 +66,9 @@ def test_converged_report_judges_each_device_apart_and_comes_first_in_the_readme
     models = ("mobilenetv2_025", "mobilenetv2_035", "mobilenetv2_050")
     rows = [_row(m, "relu", s, 90.0 + 0.1 * s) for m in models for s in range(3)]
     rows += [_row(m, "dyrelu_b", s, 93.0 - 0.5 * i + 0.1 * s) for i, m in enumerate(models) for s in range(3)]
-    rows += [_row("mobilenetv2_035", "relu", 0, 50.0, device="cuda")]
+    rows += [{**_row("mobilenetv2_035", "relu", 0, 50.0, device="cuda"), "amp": "bf16"}]
     text = converged_report(rows, [])
-    cpu, cuda = text.split("## Verdicts at the converged budget (cuda)")
+    cpu, cuda = text.split("## Verdicts at the converged budget (cuda, bf16)")
     assert "## Verdicts at the converged budget (cpu)" in cpu and "50.00" not in cpu
     c1 = next(line for line in cpu.splitlines() if line.startswith("| C1-converged |"))
     assert "| holds |" in c1 and "runs: 19 done, 27 to do" in cpu  # the cuda row counts as a run of the grid

@@ -2,8 +2,8 @@
 
 The converged budget trains on the full training set (minus the validation split) for as many epochs as
 the plateau study (claim P1) shows the ReLU baseline needs. Its rows (``results/converged.csv``) are
-judged by the same rules as the short grid's claims (:func:`dyrelu.report.claim_verdicts`), per device:
-rows trained on a GPU are kept apart from the CPU rows.
+judged by the same rules as the short grid's claims (:func:`dyrelu.report.claim_verdicts`), per device and
+precision: rows trained on a GPU (or in bf16) are kept apart from the CPU rows.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dyrelu.experiments import (
 )
 from dyrelu.report import claim_section, claim_verdicts, summarise, verdict_table
 
-__all__ = ["CONVERGED_COMMAND", "PLATEAU_TOLERANCE", "converged_report", "plateau_choice"]
+__all__ = ["CONVERGED_COMMAND", "GPU_COMMAND", "PLATEAU_TOLERANCE", "converged_report", "plateau_choice"]
 
 #: A schedule has converged when its final validation accuracy is within this many pp of the longest's.
 PLATEAU_TOLERANCE = 0.3
@@ -29,6 +29,13 @@ PLATEAU_TOLERANCE = 0.3
 #: The one command that runs (or continues) the converged grid, claim by claim.
 CONVERGED_COMMAND = (
     f"dyrelu compare --claims {','.join(c.name for c in CONVERGED_CLAIMS)} --jobs 2 --runs-dir runs/converged"
+)
+
+
+#: The converged grid on a CUDA machine, writing into a folder of its own (``gpu/``), to be copied back.
+GPU_COMMAND = (
+    f"dyrelu compare --claims {','.join(c.name for c in CONVERGED_CLAIMS)} --device cuda --amp bf16 --jobs 4 "
+    "--results gpu/converged.csv --runs-dir gpu/runs"
 )
 
 
@@ -106,6 +113,8 @@ def _budget_lines(rows: Sequence[dict[str, str]], estimate: Sequence[dict[str, s
         "FC initialised as nn.Linear, no weight decay on the hyper functions), DY-ReLU-C's attention normalised",
         f"- threads per run: {values('threads')}; torch {values('torch')}; commits {values('commit')}",
         f"- training time so far: {measured:.2f} process hours",
+        f"- on a CUDA machine: `{GPU_COMMAND}` (channels-last, bf16 autocast; the rows record the device and "
+        "precision and are judged apart below)",
     ]
     if estimate:
         planned = sum(float(r["process_hours"]) for r in estimate)
@@ -140,12 +149,18 @@ def converged_report(
         "",
         *_plateau_lines(plateau_rows, budget),
     ]
-    devices = sorted({r.get("device") or "cpu" for r in rows}, key=lambda d: (d != "cpu", d))
+    devices = sorted({_device(r) for r in rows}, key=lambda d: (d != "cpu", d))
     for device in devices or ["cpu"]:
-        device_rows = [r for r in rows if (r.get("device") or "cpu") == device]
+        device_rows = [r for r in rows if _device(r) == device]
         stats = summarise(device_rows) if device_rows else {}
         verdicts = claim_verdicts(claims, stats)
         lines += [f"## Verdicts at the converged budget ({device})", "", *verdict_table(claims, verdicts), ""]
         for claim in claims:
             lines += claim_section(claim, stats, *verdicts[claim.name], heading="###")
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _device(row: dict[str, str]) -> str:
+    """Where a row was trained: ``cpu``, ``cuda``, with its mixed precision when any (``cuda, bf16``)."""
+    amp = row.get("amp") or "none"
+    return (row.get("device") or "cpu") + ("" if amp == "none" else f", {amp}")

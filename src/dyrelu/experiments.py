@@ -77,6 +77,7 @@ COLUMNS = (
     "seconds_per_epoch",
     "threads",
     "device",
+    "amp",
     "torch",
     "commit",
 )
@@ -539,6 +540,7 @@ def _train_one(spec: RunSpec, claims: list[str], budget: Budget, runs_dir: str, 
         "seconds_per_epoch": f"{train_seconds / len(result.metrics):.1f}",
         "threads": threads,
         "device": device,
+        "amp": train_config.amp,
         "torch": torch.__version__.split("+")[0],
         "commit": _commit(),
     }

@@ -44,6 +44,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the claims' budget; grid 0,1,2)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once, one process each (default 2)")
     parser.add_argument("--limit", type=int, default=None, help="stop after this many runs")
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda or cuda:N for every run (default: cuda if available, else cpu)"
+    )
+    parser.add_argument(
+        "--amp",
+        choices=("none", "bf16"),
+        default=None,
+        help="mixed precision of every run (default none; bf16 autocast on a GPU: the rows record it)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="list the runs still to do and exit")
     parser.add_argument(
         "--estimate",
@@ -82,6 +91,11 @@ def run(args: argparse.Namespace) -> int:
         data_fraction=base.data_fraction if args.data_fraction is None else args.data_fraction,
         seeds=seeds,
         data_dir=args.data_dir,
+        extra={
+            **base.extra,
+            **({"device": args.device} if args.device else {}),
+            **({"amp": args.amp} if args.amp else {}),
+        },
     )
     if args.dry_run:
         for spec, names in pending_runs(args.results, claims, budget):
