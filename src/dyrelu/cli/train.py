@@ -104,6 +104,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     run_group.add_argument("--seed", type=int, default=None, help="seed (default 0); the same seed, the same metrics")
     run_group.add_argument("--out", required=True, type=Path, help="output folder")
     run_group.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if it exists")
+    run_group.add_argument(
+        "--init-from",
+        default=None,
+        help="start from this run's weights (folder or checkpoint): fine-tune it, or upgrade its ReLUs to --act "
+        "dyrelu_a/b/c with dyrelu.convert (exact for A and B)",
+    )
     run_group.add_argument("--workers", type=int, default=None, help="batch-building processes (default 0)")
     run_group.add_argument("--threads", type=positive(), default=None, help="CPU threads per process")
     run_group.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
@@ -124,6 +130,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 _PLAIN = (
     "model",
+    "init_from",
     "num_classes",
     "small_input",
     "act_context",

@@ -26,7 +26,7 @@ from dyrelu.train.checkpoint import (
 from dyrelu.train.config import MODEL_FIELDS, TrainConfig
 from dyrelu.train.distributed import DistContext
 from dyrelu.train.engine import FitResult, fit
-from dyrelu.train.evaluation import build_model, evaluate, evaluate_checkpoint, model_from_checkpoint
+from dyrelu.train.evaluation import build_model, evaluate, evaluate_checkpoint, model_from_checkpoint, upgrade_model
 from dyrelu.train.metrics import METRICS_NAME, MetricsWriter, read_metrics
 from dyrelu.train.optim import create_optimizer, param_groups
 from dyrelu.train.schedule import WarmupCosine, set_tau, tau_at
@@ -56,4 +56,5 @@ __all__ = [
     "save_checkpoint",
     "set_tau",
     "tau_at",
+    "upgrade_model",
 ]

@@ -76,6 +76,12 @@ class TrainConfig:
         device: ``"cpu"``, ``"cuda"`` or ``None`` (CUDA when available).
         channels_last: NHWC memory format (``None``: for networks with 2-D convolutions).
         tensorboard: also log to TensorBoard in ``out_dir/tb`` when it is installed.
+        init_from: start from the weights of this checkpoint (a ``dyrelu train`` run folder or checkpoint
+            file) instead of a fresh initialisation: the upgrade of a trained network. Its network must be
+            ``model`` with ``act``, or with ReLU when ``act`` is a DY-ReLU: then :func:`dyrelu.convert` puts a
+            fresh DY-ReLU at every ReLU (A and B: exact, the network computes what it computed), with
+            ``zero_init_last=True`` recorded in ``act_kwargs`` instead of the from-scratch recipe. The epochs,
+            the optimizer and the schedule start fresh.
     """
 
     model: str = "mobilenetv2_050"
@@ -116,6 +122,7 @@ class TrainConfig:
     device: str | None = None
     channels_last: bool | None = None
     tensorboard: bool = True
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         self.opt = str(self.opt).lower()
@@ -141,7 +148,10 @@ class TrainConfig:
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"expected {name} {expected}, got {getattr(self, name)!r}")
-        if self.act is not None and str(self.act).lower().startswith("dyrelu"):
+        if self.init_from is not None and str(self.act).lower().startswith("dyrelu"):
+            # An upgrade starts where the trained network is: a fresh DY-ReLU computes its ReLU exactly.
+            self.act_kwargs = {"zero_init_last": True, **self.act_kwargs}
+        elif self.act is not None and str(self.act).lower().startswith("dyrelu"):
             # DY-ReLU trained from scratch gets the recipe's module options, recorded in the config.
             self.act_kwargs = {**SCRATCH_DYRELU_KWARGS, **self.act_kwargs}
         if str(self.act).lower() == "dyrelu_c":  # recorded too: which attention the run computed

@@ -26,7 +26,15 @@ from dyrelu.data import BatchLoader, DataError, ImageDataset, create_dataset, ho
 from dyrelu.train import distributed as D
 from dyrelu.train.checkpoint import CheckpointError, capture_rng, restore_rng, save_checkpoint
 from dyrelu.train.config import MODEL_FIELDS, TrainConfig
-from dyrelu.train.evaluation import amp_autocast, build_model, evaluate, load_model_state, materialize, uses_conv2d
+from dyrelu.train.evaluation import (
+    amp_autocast,
+    build_model,
+    evaluate,
+    load_model_state,
+    materialize,
+    upgrade_model,
+    uses_conv2d,
+)
 from dyrelu.train.optim import optimizer_from_config
 from dyrelu.train.runtime import (
     check_finite_loss,
@@ -247,7 +255,9 @@ def _fit(
 
     seed_everything(config.seed)
     model_given = model is not None
-    if model is None:
+    if model is None and config.init_from is not None and state is None:
+        model = upgrade_model(config, train_set.image_shape)
+    elif model is None:  # a resumed upgrade loads its own weights into the same network
         model = build_model(config)
     materialize(model, train_set.image_shape)
     channels_last = uses_conv2d(model) if config.channels_last is None else config.channels_last

@@ -16,7 +16,7 @@ from dyrelu.train import distributed as D
 from dyrelu.train.checkpoint import CheckpointError, load_checkpoint
 from dyrelu.train.config import TrainConfig
 
-__all__ = ["build_model", "evaluate", "evaluate_checkpoint", "model_from_checkpoint"]
+__all__ = ["build_model", "evaluate", "evaluate_checkpoint", "model_from_checkpoint", "upgrade_model"]
 
 
 def build_model(config: TrainConfig) -> nn.Module:
@@ -139,6 +139,42 @@ def model_from_checkpoint(
     materialize(model, tuple(state.get("input_shape") or (config.in_chans, 32, 32)))
     load_model_state(model, state["model"], where)
     return model.to(device).eval(), state
+
+
+def upgrade_model(config: TrainConfig, image_shape: tuple[int, ...]) -> nn.Module:
+    """The network ``config`` trains, started from the weights of ``config.init_from`` (see :class:`TrainConfig`).
+
+    Args:
+        config: a resolved config with ``init_from`` set.
+        image_shape: ``(C, H, W)`` of the training images (the example input of the conversion).
+
+    Raises:
+        CheckpointError: the checkpoint is unreadable, or its network is not ``config``'s (another model,
+            number of classes or input), or its activation cannot become ``config.act``.
+    """
+    from dyrelu.convert import convert
+
+    source, state = model_from_checkpoint(config.init_from)
+    saved = TrainConfig.from_dict(state["config"])
+    where = str(config.init_from)
+    for name in ("model", "num_classes", "in_chans", "small_input"):
+        if getattr(saved, name) != getattr(config, name):
+            raise CheckpointError(
+                f"cannot start from {where}: its {name} is {getattr(saved, name)!r}, expected {getattr(config, name)!r}"
+            )
+    act = str(config.act).lower()
+    if saved.act == act and saved.act_kwargs == config.act_kwargs and saved.act_context == config.act_context:
+        return source.train()
+    if saved.act != "relu" or act not in ("dyrelu_a", "dyrelu_b", "dyrelu_c") or config.act_context != "input":
+        raise CheckpointError(
+            f"cannot start a {act} network (act_context={config.act_context!r}) from {where}, a {saved.act} one "
+            f"with {saved.act_kwargs}: expected the same activation and options, or ReLU to upgrade to a DY-ReLU "
+            "reading its own input"
+        )
+    kwargs = dict(config.act_kwargs)
+    example = torch.zeros(2, *image_shape)
+    convert(source, act[-1].upper(), k=int(kwargs.pop("k", 2)), example_input=example, **kwargs)
+    return source.train()
 
 
 def evaluate_checkpoint(
