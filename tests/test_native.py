@@ -178,3 +178,68 @@ def test_native_bfloat16_computes_in_float(monkeypatch, layout):
     torch.testing.assert_close(y.double(), y64, **tol(dtype))
     for got, want in zip(grads, grads64, strict=True):
         torch.testing.assert_close(got.double(), want, atol=0.1, rtol=2e-2)
+
+
+def _edge_coefficients(n: int, c: int, k: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random pieces, sample 0 (channels 0-4, or samples 0-4 with one function for all channels) with special
+    ones: ReLU's (a zero slope only with K = 1), all slopes zero, equal slopes, one zero slope, two identical
+    pieces."""
+    a, b = torch.randn(n, c, k), torch.randn(n, c, k)
+    special = (lambda i: (i, 0)) if c == 1 else (lambda i: (0, i))
+    a[special(0)], a[special(1)], a[special(2)] = 0.0, 0.0, 0.5
+    a[special(0)][0] = 1.0 if k > 1 else 0.0
+    if k > 1:
+        a[special(3)][1] = 0.0
+        a[special(4)][1], b[special(4)][1] = a[special(4)][0], b[special(4)][0]
+    return a.to(dtype), b.to(dtype)
+
+
+@requires_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+@pytest.mark.parametrize("layout", sorted(_LAYOUTS))
+def test_native_matches_aten_at_edge_values(monkeypatch, dtype, k, layout):
+    inf, nan = float("inf"), float("nan")
+    for shared_channels, with_scale in itertools.product([False, True], repeat=2):
+        x = torch.randn(6, 6, 5, 7)
+        x[:, :, 0, :3] = torch.tensor([inf, -inf, nan])
+        x[1, 2, 2, 2], x[2, 3, 4, 4] = inf, -inf
+        x = _LAYOUTS[layout](x.to(dtype))
+        a, b = _edge_coefficients(6, 1 if shared_channels else 6, k, dtype)
+        scale = None
+        if with_scale:  # DY-ReLU-C's attention, zero at some positions
+            scale = torch.rand((6, 1, *x.shape[2:])).to(dtype)
+            scale.view(6, -1)[:, :4] = 0.0
+        y_native, g_native = _grads(monkeypatch, True, x, a, b, scale)
+        close = {"atol": 10 * tol(dtype)["atol"], "rtol": 10 * tol(dtype)["rtol"], "equal_nan": True}
+        if dtype == torch.bfloat16:  # the kernel computes in float: compare with ATen in float64 (as above)
+            y_native, g_native = y_native.double(), [g.double() for g in g_native]
+            x, a, b, scale = (None if t is None else t.double() for t in (x, a, b, scale))
+            close = {"atol": 0.1, "rtol": 2e-2, "equal_nan": True}
+        y_aten, g_aten = _grads(monkeypatch, False, x, a, b, scale)
+        torch.testing.assert_close(y_native, y_aten, **close)
+        grad_x, grad_a, grad_b, *grad_scale = g_native
+        want_x, want_a, want_b, *want_scale = g_aten
+        for got, want in [(grad_x, want_x), (grad_b, want_b), *zip(grad_scale, want_scale, strict=True)]:
+            torch.testing.assert_close(got, want, **close)
+        # d(a x)/da = x: the slopes' gradients are not finite where x is not; the others agree
+        assert torch.equal(grad_a.isfinite(), want_a.isfinite())
+        torch.testing.assert_close(grad_a[grad_a.isfinite()], want_a[want_a.isfinite()], **close)
+
+
+@requires_native
+@pytest.mark.parametrize("layout", sorted(_LAYOUTS))
+def test_native_relu_pieces_at_infinity(monkeypatch, layout):
+    monkeypatch.setenv("DYRELU_NATIVE", "1")
+    relu_a = torch.tensor([[[1.0, 0.0]]]).expand(1, 3, 2).contiguous()
+    x = _LAYOUTS[layout](torch.tensor([[[[float("inf"), float("-inf"), float("nan"), 2.0**100]]] * 3]))
+    calls = []
+    real = native.forward
+    monkeypatch.setattr(native, "forward", lambda *args: calls.append(1) or real(*args))
+    x.requires_grad_()
+    y = piecewise_max(x, relu_a, torch.zeros_like(relu_a))
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    y, grad = y.reshape(3, 4), grad.reshape(3, 4)  # (channels, positions) in every layout
+    assert calls  # the kernel, not the ATen path
+    assert y[:, [0, 1, 3]].tolist() == [[float("inf"), 0.0, 2.0**100]] * 3 and y[:, 2].isnan().all()
+    assert grad.tolist() == [[1.0, 0.0, 1.0, 1.0]] * 3  # torch.relu's, NaN included

@@ -65,6 +65,11 @@ def piecewise_max(x: Tensor, a: Tensor, b: Tensor, scale: Tensor | None = None) 
 
     Only ``x`` and the coefficients are saved for backward; no ``K``-times expanded tensor is kept.
 
+    Edge values: an infinite ``x`` (fp16 overflow, say) takes the limit ``x -> +-inf``: a zero slope (or scale)
+    times ``+-inf`` contributes 0, not NaN, and the gradient follows the piece active in the limit, so that
+    ReLU's pieces give ``torch.relu``'s values and gradients at ``+-inf`` and NaN (NaN stays NaN). The slopes'
+    gradients sum ``grad * x``: they are not finite where ``x`` is not.
+
     Example:
         >>> x = torch.tensor([[-2.0, 3.0]])
         >>> a = torch.tensor([[[1.0, 0.1]]])  # LeakyReLU(0.1) as two pieces
@@ -85,11 +90,15 @@ def piecewise_max(x: Tensor, a: Tensor, b: Tensor, scale: Tensor | None = None) 
 def normalize_residual(z: Tensor) -> Tensor:
     """The paper's normalisation of the hyper function's output: ``2 * sigmoid(z) - 1``, in (-1, 1).
 
+    A NaN ``z`` gives 0, the static pieces, and no gradient: the hyper function read a non-finite input (a NaN,
+    or an infinity that a fresh layer's zero last FC turns into ``0 * inf``), and a fresh DY-ReLU then still
+    computes ReLU there, as ``torch.relu`` would.
+
     Example:
         >>> normalize_residual(torch.zeros(2))
         tensor([0., 0.])
     """
-    return torch.sigmoid(z).mul(2.0).sub(1.0)
+    return torch.sigmoid(torch.where(z.isnan(), 0.0, z)).mul(2.0).sub(1.0)
 
 
 @functools.lru_cache(maxsize=64)
