@@ -19,7 +19,7 @@ from dyrelu.cli import main
 from dyrelu.files import WriteError, write_errors, write_text_atomic
 from dyrelu.train import MetricsWriter, load_checkpoint, read_metrics, save_checkpoint
 from dyrelu.train import checkpoint as checkpoint_module
-from test_cli_train import TRAIN
+from tests.cli.test_train import TRAIN
 
 ENOSPC = os.strerror(errno.ENOSPC)
 

@@ -128,8 +128,8 @@ def _estimate(args: argparse.Namespace, claims, budget) -> int:
     """``--estimate``: each configuration's estimated cost, and the whole grid's, in process hours."""
     import statistics
 
-    from dyrelu.estimate import calibrated, estimate_costs
     from dyrelu.experiments import plan_runs, read_results, write_estimate
+    from dyrelu.experiments.estimate import calibrated, estimate_costs
     from dyrelu.train.runtime import cpu_cores
 
     runs = plan_runs(claims, budget.seeds, budget.name)

@@ -126,7 +126,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_grid(sub: argparse._SubParsersAction) -> None:
-    from dyrelu.keypoint_experiments import DEFAULT_KEYPOINT_BUDGET as b
+    from dyrelu.experiments.keypoints import DEFAULT_KEYPOINT_BUDGET as b
 
     p = sub.add_parser(
         "grid",
@@ -323,7 +323,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _grid(args: argparse.Namespace) -> int:
-    from dyrelu.keypoint_experiments import (
+    from dyrelu.experiments.keypoints import (
         DEFAULT_KEYPOINT_BUDGET,
         KeypointBudget,
         pending_keypoint_runs,
@@ -371,7 +371,7 @@ def _grid(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from dyrelu.experiments import read_results
-    from dyrelu.keypoint_report import keypoint_report
+    from dyrelu.experiments.report import keypoint_report
 
     rows = read_results(args.results)
     if not rows:

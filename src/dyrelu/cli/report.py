@@ -58,7 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from dyrelu.experiments import read_results
-    from dyrelu.report import make_report
+    from dyrelu.experiments.report import make_report
 
     rows = read_results(args.results)
     if not rows:
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     converged, plateau = read_results(args.converged_results), read_results(args.plateau_results)
     preface = ""
     if converged or plateau:
-        from dyrelu.converged_report import converged_report
+        from dyrelu.experiments.report import converged_report
 
         try:
             preface = converged_report(converged, plateau, read_results(args.estimate))
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"{args.results} is not a results file of dyrelu compare: {err}") from err
     recipe_rows = read_results(args.recipe_results)
     if recipe_rows:
-        from dyrelu.recipe_report import recipe_report
+        from dyrelu.experiments.report import recipe_report
 
         try:
             text = text.rstrip("\n") + "\n\n" + recipe_report(recipe_rows)
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"{args.recipe_results} is not a results file of the recipe study (R1): {err}") from err
     keypoint_rows = read_results(args.keypoint_results)
     if keypoint_rows:
-        from dyrelu.keypoint_report import keypoint_report
+        from dyrelu.experiments.report import keypoint_report
 
         try:
             text = text.rstrip("\n") + "\n\n" + keypoint_report(keypoint_rows).rstrip("\n") + "\n"
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     targets = {Path(args.out): text}
     readme = Path(args.readme) if args.readme else None
     if readme is not None:
-        from dyrelu.report import readme_summary, replace_readme_summary
+        from dyrelu.experiments.report import readme_summary, replace_readme_summary
 
         try:
             targets[readme] = replace_readme_summary(readme.read_text(), readme_summary(text))

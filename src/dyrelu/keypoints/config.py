@@ -33,7 +33,7 @@ _OPTIMIZERS = ("sgd", "adamw")
 class KeypointConfig:
     """Everything that determines a keypoint training run (with the code and the machine).
 
-    The defaults are the grid's setting (see :mod:`dyrelu.keypoint_experiments`): MobileNetV2 ×0.35 cut
+    The defaults are the grid's setting (see :mod:`dyrelu.experiments.keypoints`): MobileNetV2 ×0.35 cut
     at stride 16, two 64-channel deconvolution layers, 16×16 heatmaps for 64×64 images of Fashion-MNIST
     items, AdamW with a cosine schedule.
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dyrelu.train import load_checkpoint, read_metrics
-from test_data import write_fashion_mnist
+from tests.datafiles import write_fashion_mnist
 
 TIMING = ("epoch_seconds", "train_images_per_second")
 

@@ -7,11 +7,20 @@ import json
 import pytest
 
 from dyrelu.cli import main
-from dyrelu.experiments import RECIPE_BUDGET, RECIPE_CLAIM, Budget, claims_budget, read_results, run_grid
-from dyrelu.recipe_report import choose_recipe, recipe_report, summarise_recipes
-from dyrelu.report import make_report, readme_summary
+from dyrelu.experiments import (
+    RECIPE_BUDGET,
+    RECIPE_CLAIM,
+    Budget,
+    claims_budget,
+    read_results,
+    run_grid,
+    select_claims,
+)
+from dyrelu.experiments.claims import choose_recipe
+from dyrelu.experiments.report import make_report, readme_summary, recipe_report
+from dyrelu.experiments.stats import summarise_recipes
 from dyrelu.train import load_checkpoint
-from test_report import _c2_rows, _row, _write
+from tests.experiments.rows import c2_rows, row, write_rows
 
 
 def _recipe_rows(values: dict[str, tuple[float, float, float]]) -> list[dict]:
@@ -20,8 +29,8 @@ def _recipe_rows(values: dict[str, tuple[float, float, float]]) -> list[dict]:
     for config in RECIPE_CLAIM.configs:
         val, test, dyn = values[config.display]
         for seed, jitter in enumerate((-0.1, 0.0, 0.1)):
-            row = _row(config.model, config.act, seed, test + jitter, **dict(config.act_kwargs))
-            row |= {
+            recipe = row(config.model, config.act, seed, test + jitter, **dict(config.act_kwargs))
+            recipe |= {
                 "experiment": "R1",
                 "epochs": 2,
                 "data_fraction": 1.0,
@@ -31,7 +40,7 @@ def _recipe_rows(values: dict[str, tuple[float, float, float]]) -> list[dict]:
                 "dyn_median": "" if config.act == "relu" else dyn,
                 "dyn_max": "" if config.act == "relu" else 3 * dyn,
             }
-            rows.append(row)
+            rows.append(recipe)
     return rows
 
 
@@ -50,15 +59,13 @@ def test_recipe_budget_is_its_own():
     assert RECIPE_CLAIM.budget == RECIPE_BUDGET and RECIPE_BUDGET.val_size == 5000
     assert claims_budget([RECIPE_CLAIM]) == (RECIPE_BUDGET, "results/recipe.csv")
     with pytest.raises(ValueError, match="one budget"):
-        from dyrelu.experiments import select_claims
-
         claims_budget([*select_claims(["C1"]), RECIPE_CLAIM])
 
 
 def test_choice_is_by_validation_accuracy_never_test(tmp_path):
     # recipe 3 has the best validation accuracy; recipe 4 the best test accuracy (it must not matter)
     values = _values({3: (91.0, 89.0, 0.05), 4: (90.5, 95.0, 0.03)})
-    rows = _write(tmp_path / "r.csv", _recipe_rows(values))
+    rows = write_rows(tmp_path / "r.csv", _recipe_rows(values))
     best, best_dynamic = choose_recipe(RECIPE_CLAIM, summarise_recipes(rows))
     assert best.display == LABELS[3] and best_dynamic.display == LABELS[3]
     text = recipe_report(rows)
@@ -69,7 +76,7 @@ def test_choice_is_by_validation_accuracy_never_test(tmp_path):
 def test_static_best_and_dynamic_recipes_below_relu(tmp_path):
     # the best by validation is static (zero init); every dynamic recipe is clearly below ReLU
     values = _values({1: (90.2, 90.0, 0.0008), 3: (85.0, 85.0, 0.05), 4: (84.0, 84.0, 0.04)})
-    text = recipe_report(_write(tmp_path / "r.csv", _recipe_rows(values)))
+    text = recipe_report(write_rows(tmp_path / "r.csv", _recipe_rows(values)))
     assert f"chosen by validation accuracy: **{LABELS[1]}** (static" in text
     assert f"best recipe whose layers are not static: **{LABELS[3]}**" in text
     assert "does not hold at this budget: every dynamic recipe is clearly below ReLU" in text
@@ -77,7 +84,7 @@ def test_static_best_and_dynamic_recipes_below_relu(tmp_path):
 
 
 def test_no_dynamic_recipe_and_incomplete_study(tmp_path):
-    rows = _write(tmp_path / "r.csv", _recipe_rows(_values()))
+    rows = write_rows(tmp_path / "r.csv", _recipe_rows(_values()))
     assert "does not hold at this budget: no recipe developed dynamics" in recipe_report(rows)
     text = recipe_report(rows[:-1])
     assert "no verdict yet: 5 of 6 recipes have 3 seeds (17 runs so far)" in text
@@ -85,8 +92,8 @@ def test_no_dynamic_recipe_and_incomplete_study(tmp_path):
 
 def test_report_cli_appends_r1_and_readme_row(tmp_path):
     results, recipes, readme = tmp_path / "grid.csv", tmp_path / "recipe.csv", tmp_path / "README.md"
-    _write(results, _c2_rows(a=91.0, b=92.0, c=92.0))
-    _write(recipes, _recipe_rows(_values({3: (91.0, 89.0, 0.05)})))
+    write_rows(results, c2_rows(a=91.0, b=92.0, c=92.0))
+    write_rows(recipes, _recipe_rows(_values({3: (91.0, 89.0, 0.05)})))
     readme.write_text("x\n<!-- reproduction-summary -->\n<!-- /reproduction-summary -->\n")
     out = tmp_path / "REPRODUCTION.md"
     argv = ["report", "--results", str(results), "--recipe-results", str(recipes), "--out", str(out)]
@@ -100,15 +107,15 @@ def test_report_cli_appends_r1_and_readme_row(tmp_path):
 
 
 def test_static_dyrelu_configurations_are_not_judged(tmp_path):
-    rows = [{**r, "dyn_median": 0.0005 if r["act"] != "relu" else ""} for r in _c2_rows(a=85.0, b=85.0, c=85.0)]
-    text = make_report(_write(tmp_path / "r.csv", rows))
+    rows = [{**r, "dyn_median": 0.0005 if r["act"] != "relu" else ""} for r in c2_rows(a=85.0, b=85.0, c=85.0)]
+    text = make_report(write_rows(tmp_path / "r.csv", rows))
     (c2,) = [line for line in text.splitlines() if line.startswith("| C2 |")]
     assert "static: this run tested ReLU plus an unused hyper function (dyrelu_a, dyrelu_b, dyrelu_c)" in c2
     assert "does not hold" not in c2 and "- on accuracy alone: partly: only B ≈ C" in text
     assert "| 0.0005 |" in text  # the slope range beside the accuracy
-    dynamic = [{**r, "dyn_median": 0.05 if r["act"] != "relu" else ""} for r in _c2_rows(a=91.0, b=92.0, c=92.0)]
+    dynamic = [{**r, "dyn_median": 0.05 if r["act"] != "relu" else ""} for r in c2_rows(a=91.0, b=92.0, c=92.0)]
     (c2,) = [
-        line for line in make_report(_write(tmp_path / "d.csv", dynamic)).splitlines() if line.startswith("| C2 |")
+        line for line in make_report(write_rows(tmp_path / "d.csv", dynamic)).splitlines() if line.startswith("| C2 |")
     ]
     assert "static" not in c2 and "not recorded" not in c2
 

@@ -11,7 +11,7 @@ import torch
 
 from dyrelu.cli import main
 from dyrelu.train import load_checkpoint, model_from_checkpoint, read_metrics
-from test_data import write_fashion_mnist
+from tests.datafiles import write_fashion_mnist
 
 TRAIN = [
     "train",

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from dyrelu.cli import main
-from dyrelu.keypoint_experiments import append_keypoint_row
+from dyrelu.experiments.keypoints import append_keypoint_row
 from dyrelu.recipe import DYRELU_C_KWARGS, SCRATCH_DYRELU_KWARGS
 from dyrelu.train import read_metrics
 

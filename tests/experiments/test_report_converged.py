@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dyrelu.cli import main
-from dyrelu.converged_report import CONVERGED_COMMAND, converged_report, plateau_choice
 from dyrelu.experiments import CONVERGED_BUDGET, CONVERGED_CLAIMS, append_row
-from dyrelu.report import make_report, readme_summary
+from dyrelu.experiments.claims import plateau_choice
+from dyrelu.experiments.report import CONVERGED_COMMAND, converged_report, make_report, readme_summary
 
 
 def _plateau(epochs, val, test=90.0):
@@ -44,12 +44,13 @@ def _row(model, act, seed, acc, device="cpu"):
 
 
 def test_plateau_choice_is_the_shortest_schedule_within_tolerance_of_the_longest():
-    assert plateau_choice([])[0] is None
+    assert plateau_choice([]) is None
     rows = [_plateau(3, 90.8), _plateau(6, 91.95), _plateau(12, 92.2)]
-    chosen, table = plateau_choice(rows)
-    assert chosen == 6 and table[2].startswith("| 3 | 1 | 90.80 |") and "| 1.40 |" in table[2]
-    assert plateau_choice([_plateau(3, 91.95), _plateau(6, 92.3), _plateau(12, 92.2)])[0] == 3
-    assert plateau_choice([_plateau(3, 90.0), _plateau(6, 91.0), _plateau(12, 92.2)])[0] == 12
+    assert plateau_choice(rows) == 6
+    (line,) = [line for line in converged_report([], rows).splitlines() if line.startswith("| 3 |")]
+    assert line.startswith("| 3 | 1 | 90.80 |") and "| 1.40 |" in line
+    assert plateau_choice([_plateau(3, 91.95), _plateau(6, 92.3), _plateau(12, 92.2)]) == 3
+    assert plateau_choice([_plateau(3, 90.0), _plateau(6, 91.0), _plateau(12, 92.2)]) == 12
 
 
 def test_converged_report_states_the_rule_and_whether_the_budget_follows_it():

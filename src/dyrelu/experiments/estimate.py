@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dyrelu.experiments import Budget, Config
+from dyrelu.experiments.grid import Budget, Config
 
 __all__ = ["CostEstimate", "calibrated", "estimate_costs"]
 

@@ -17,7 +17,7 @@ from dyrelu.cli import main
 from dyrelu.data import FASHION_MNIST_CLASSES, DataError, create_dataset, list_datasets, make_cluttered_fashion_mnist
 from dyrelu.data.cluttered import _plan
 from dyrelu.keypoints.synthetic import item_boxes
-from test_data import write_fashion_mnist, write_idx
+from tests.datafiles import write_fashion_mnist, write_idx
 
 NAME = "cluttered-fashion-mnist"
 TALL, WIDE = 1, 8  # the hand-made items' labels: a vertical bar ("Trouser") and a horizontal one ("Bag")

@@ -1,0 +1,40 @@
+"""``dyrelu compare``: the grid's runs, their device and precision, and the cost estimate."""
+
+from __future__ import annotations
+
+import pytest
+
+from dyrelu.cli import main
+from dyrelu.experiments import PLATEAU_CLAIM, append_row, read_results
+
+
+@pytest.mark.slow
+def test_compare_estimate_writes_the_grids_process_hours(tmp_path, capsys):
+    measured = tmp_path / "plateau.csv"
+    append_row(measured, {"model": "mobilenetv2_035", "act": "relu", "act_kwargs": "{}", "seconds_per_epoch": 300})
+    out = tmp_path / "estimate.csv"
+    argv = ["compare", "--claims", "P1", "--estimate", str(out), "--calibrate", str(measured), "--jobs", "2"]
+    assert main(argv) == 0
+    rows = read_results(out)
+    assert [r["config"] for r in rows] == [c.name for c in PLATEAU_CLAIM.configs]
+    # the three share one measured network: each epoch costs what it measured
+    assert [r["epoch_seconds"] for r in rows] == ["300"] * 3
+    assert sum(float(r["process_hours"]) for r in rows) == pytest.approx(21 * 300 / 3600, abs=0.02)
+    assert "total: 1.8 process hours" in capsys.readouterr().out
+
+
+def test_compare_passes_device_and_precision_to_every_run(tmp_path, monkeypatch):
+    import dyrelu.experiments
+
+    seen = {}
+
+    def fake_grid(results, runs_dir, *, claims, budget, jobs, limit, log):
+        seen.update(budget.extra, results=str(results), runs_dir=str(runs_dir))
+        return 0
+
+    monkeypatch.setattr(dyrelu.experiments, "run_grid", fake_grid)
+    out = tmp_path / "gpu"
+    argv = ["compare", "--claims", "C1-converged", "--device", "cuda", "--amp", "bf16"]
+    assert main([*argv, "--results", str(out / "converged.csv"), "--runs-dir", str(out / "runs")]) == 0
+    assert seen["device"] == "cuda" and seen["amp"] == "bf16" and seen["hyper_weight_decay"] is False
+    assert seen["results"] == str(out / "converged.csv") and seen["runs_dir"] == str(out / "runs")
