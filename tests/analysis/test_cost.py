@@ -1,4 +1,4 @@
-"""Tests of dyrelu.profile: hand counts, the activations' cost and the paper's MobileNetV2 numbers."""
+"""Tests of dyrelu.analysis.cost: hand counts, the activations' cost and the paper's MobileNetV2 numbers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from dyrelu import DyReLUA, DyReLUB, DyReLUC
-from dyrelu.profile import ActProfile, Profile, compare_acts, count_params, format_comparison, profile_model
+from dyrelu.analysis.cost import ActProfile, Profile, compare_acts, count_params, format_comparison, profile_model
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -109,3 +109,15 @@ def test_format_comparison_is_aligned() -> None:
     assert lines[0].split() == ["act", "params", "(M)", "vs", "relu", "MAdds", "(M)", "vs", "relu"]
     assert lines[2].split() == ["dyrelu_b", "1.500", "+50.00%", "2.10", "+5.00%"]
     assert len({len(line) for line in lines}) == 1
+
+
+def test_dyrelu_profile_is_a_deprecated_alias():
+    import importlib
+    import sys
+
+    import dyrelu.analysis.cost as cost
+
+    sys.modules.pop("dyrelu.profile", None)
+    with pytest.warns(DeprecationWarning, match="import dyrelu.analysis.cost"):
+        alias = importlib.import_module("dyrelu.profile")
+    assert all(getattr(alias, name) is getattr(cost, name) for name in alias.__all__)

@@ -17,7 +17,8 @@ activation); :func:`dynamics_numbers` reduces a network to its median and maximu
 run logs (below :data:`STATIC_THRESHOLD`, the run is static). The ``plot_*`` functions draw PNG files with
 matplotlib (imported only when plotting; figures are rendered by the Agg canvas without ``pyplot``, so neither the
 global backend nor an interactive session is touched), and :func:`visualize_dynamics` writes all of them plus a JSON
-summary into a folder.
+summary into a folder. :mod:`~dyrelu.analysis.cost` counts what a network costs: its parameters and
+multiply-adds (:func:`profile_model`), and the activations compared on one network (:func:`compare_acts`).
 
 Example:
     >>> import torch
@@ -31,6 +32,14 @@ Example:
     0.0
 """
 
+from dyrelu.analysis.cost import (
+    ActProfile,
+    Profile,
+    compare_acts,
+    count_params,
+    format_comparison,
+    profile_model,
+)
 from dyrelu.analysis.dynamics import LayerDynamics, collect_dynamics, dynamic_range, dyrelu_layers, summarize
 from dyrelu.analysis.plots import (
     plot_attention,
@@ -46,17 +55,23 @@ __all__ = [
     "DYNAMICS_COLUMNS",
     "FILES",
     "STATIC_THRESHOLD",
+    "ActProfile",
     "LayerDynamics",
+    "Profile",
     "collect_dynamics",
+    "compare_acts",
+    "count_params",
     "dynamic_range",
     "dynamics_numbers",
     "dyrelu_layers",
+    "format_comparison",
     "is_static",
     "plot_attention",
     "plot_coefficients",
     "plot_dynamic_range",
     "plot_dynamics_grid",
     "plot_scatter",
+    "profile_model",
     "summarize",
     "visualize_dynamics",
 ]

@@ -93,7 +93,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def _profile(model, input_size: tuple[int, ...]) -> tuple[int, int | None]:
     try:
-        from dyrelu.profile import profile_model
+        from dyrelu.analysis.cost import profile_model
     except ImportError:
         return sum(p.numel() for p in model.parameters()), None
     result = profile_model(model, input_size)

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         from dyrelu.models import list_models
     except ImportError as err:
         raise CLIError(str(err)) from err
-    from dyrelu.profile import compare_acts, format_comparison
+    from dyrelu.analysis.cost import compare_acts, format_comparison
 
     model = args.model.lower()
     if model not in list_models():

@@ -432,7 +432,7 @@ def run_costs(result: Any, image: tuple[int, ...]) -> dict[str, Any]:
     """
     import torch
 
-    from dyrelu.profile import profile_model
+    from dyrelu.analysis.cost import profile_model
 
     model = result.model.cpu().to(memory_format=torch.contiguous_format)
     profile = profile_model(model, image)
