@@ -1,4 +1,4 @@
-"""Keypoint training and evaluation, with :mod:`dyrelu.train`'s checkpoints, metrics, optimizers and schedules.
+"""Keypoint training: the task :func:`fit_keypoints` trains with the shared loop of :mod:`dyrelu.train.loop`.
 
 A run writes what a classification run writes: ``out_dir/last.pt`` after every epoch (atomic, loadable
 with ``torch.load(weights_only=True)``), ``out_dir/metrics.csv`` (one row per epoch, rewritten
@@ -19,10 +19,7 @@ first ``config.dynamics_images`` test images, fed as training feeds them; measur
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,7 +27,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from dyrelu.analysis.dynamics import dyrelu_layers
-from dyrelu.analysis.summary import dynamics_numbers
 from dyrelu.keypoints.config import KEYPOINT_MODEL_FIELDS, TASK_FIELDS, KeypointConfig
 from dyrelu.keypoints.evaluation import (
     TASK,
@@ -45,18 +41,9 @@ from dyrelu.keypoints.evaluation import (
 from dyrelu.keypoints.heatmaps import gaussian_heatmaps
 from dyrelu.keypoints.model import KeypointNet
 from dyrelu.keypoints.synthetic import IMAGE_MEAN, IMAGE_STD, KEYPOINT_NAMES, KeypointDataset
-from dyrelu.train.checkpoint import CheckpointError, capture_rng, restore_rng, save_checkpoint
-from dyrelu.train.optim import optimizer_from_config
-from dyrelu.train.runtime import (
-    check_finite_loss,
-    check_resume,
-    open_run,
-    progress_bar,
-    seed_everything,
-    set_cpu_threads,
-    start_run_files,
-)
-from dyrelu.train.schedule import WarmupCosine, set_tau, tau_at
+from dyrelu.train.distributed import DistContext
+from dyrelu.train.loop import EpochClock, FitResult, Training, preserved_runtime, run_epochs
+from dyrelu.train.runtime import check_resume, open_run, progress_bar, seed_everything, set_cpu_threads
 
 __all__ = ["KeypointFitResult", "fit_keypoints"]
 
@@ -65,15 +52,8 @@ Log = Callable[[str], None]
 _FIXED_ON_RESUME = (*KEYPOINT_MODEL_FIELDS, *TASK_FIELDS, "opt", "batch_size")
 
 
-@dataclass
-class KeypointFitResult:
+class KeypointFitResult(FitResult):
     """What :func:`fit_keypoints` returns: the trained model, the config and the metrics of every epoch."""
-
-    model: nn.Module
-    config: KeypointConfig
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-    checkpoint: Path | None = None
-    resumed_epoch: int | None = None
 
 
 def fit_keypoints(
@@ -112,11 +92,8 @@ def fit_keypoints(
         >>> [row["epoch"] for row in fit_keypoints(cfg.replace(epochs=1)).metrics]
         [1]
     """
-    threads = torch.get_num_threads()
-    try:
-        return _fit_keypoints(config, out_dir, resume, train_set, test_set, log, progress)
-    finally:
-        torch.set_num_threads(threads)
+    with preserved_runtime():
+        return _fit_keypoints(config, out_dir, resume, train_set, test_set, log or (lambda line: None), progress)
 
 
 def _fit_keypoints(
@@ -125,16 +102,15 @@ def _fit_keypoints(
     resume: bool,
     train_set: KeypointDataset | None,
     test_set: KeypointDataset | None,
-    log: Log | None,
+    log: Log,
     progress: bool,
 ) -> KeypointFitResult:
-    emit: Log = log or (lambda line: None)
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    set_cpu_threads(config.threads, device)
-    out, ckpt_path, state = open_run(out_dir, resume, emit)
+    ctx = DistContext(device=torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu")))
+    set_cpu_threads(config.threads, ctx.device)
+    out, ckpt_path, state = open_run(out_dir, resume, log)
     if state is not None:
         check_task(state, str(ckpt_path))
-        check_resume(config.to_dict(), state["config"], _FIXED_ON_RESUME, ckpt_path, emit)
+        check_resume(config.to_dict(), state["config"], _FIXED_ON_RESUME, ckpt_path, log)
 
     if train_set is None or test_set is None:
         default_train, default_test = keypoint_datasets(config)
@@ -142,108 +118,100 @@ def _fit_keypoints(
         test_set = test_set or default_test
 
     seed_everything(config.seed)
-    model = build_keypoint_model(config).to(device)
+    model = build_keypoint_model(config).to(ctx.device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     steps_per_epoch = len(train_set) // config.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"expected at least batch_size={config.batch_size} training images, got {len(train_set)}")
-    optimizer = optimizer_from_config(model, config)
-    scheduler = WarmupCosine(
-        optimizer,
-        total_steps=config.epochs * steps_per_epoch,
-        warmup_steps=round(config.warmup_epochs * steps_per_epoch),
-        min_lr=config.min_lr,
-    )
-    metrics: list[dict[str, Any]] = []
-    start_epoch = 0
+    training = Training.create(config, model, steps_per_epoch, ctx)
     if state is not None:
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-        except (KeyError, ValueError, RuntimeError) as err:
-            detail = " ".join(str(err).split())[:300]
-            raise CheckpointError(f"the state in {ckpt_path} does not fit this run: {detail}") from None
-        metrics = list(state.get("metrics", []))
-        start_epoch = int(state["epoch"])
-        if state.get("rng"):
-            restore_rng(state["rng"][0])
-        emit(f"resumed from {ckpt_path} after epoch {start_epoch}: continuing with epoch {start_epoch + 1}")
+        training.restore(state, ckpt_path, log)
+    run_epochs(training, _Keypoints(training, train_set, test_set, progress), out, ckpt_path, log)
+    return training.result(ckpt_path, KeypointFitResult)
 
-    writer = start_run_files(out, config.to_dict(), metrics, tensorboard=config.tensorboard)
-    if start_epoch >= config.epochs:
-        emit(f"{start_epoch} epochs done already (epochs={config.epochs}); nothing to train")
-    eval_args = {
-        "sigma": config.sigma,
-        "pck_alpha": config.pck_alpha,
-        "oks_kappa": config.oks_kappa,
-        "batch_size": config.eval_batch_size or 2 * config.batch_size,
-        "device": device,
-        "channels_last": config.channels_last,
-    }
-    dyn_images = _dynamics_images(config, model, test_set, device)
-    try:
-        for epoch in range(start_epoch, config.epochs):
-            started, cpu_started = time.perf_counter(), time.process_time()
-            train = _train_epoch(model, train_set, optimizer, scheduler, config, device, epoch, progress)
-            train_seconds = time.perf_counter() - started
-            check_finite_loss(train["loss"], epoch, config.lr)
-            test = evaluate_keypoints(model, test_set, **eval_args)
-            row: dict[str, Any] = {
-                "epoch": epoch + 1,
-                "train_loss": train["loss"],
-                "test_loss": test["loss"],
-                "test_ap": test["ap"],
-                "test_ap50": test["ap50"],
-                "test_ap75": test["ap75"],
-                "test_pck": test["pck"],
-                "test_oks": test["oks"],
-                "lr": train["lr"],
-                "epoch_seconds": time.perf_counter() - started,
-                "epoch_cpu_seconds": time.process_time() - cpu_started,
-                "train_images_per_second": train["images"] / max(train_seconds, 1e-9),
-            }
-            if dyn_images is not None:
-                row.update(dynamics_numbers(model, dyn_images))
-            if config.tau_start is not None:
-                row["tau"] = tau_at(
-                    scheduler.last_step, steps_per_epoch, config.tau_start, config.tau_epochs, config.tau_end
-                )
-            metrics.append(row)
-            if writer is not None:
-                writer.write(metrics)
-                save_checkpoint(
-                    {
-                        "task": TASK,
-                        "config": config.to_dict(),
-                        "epoch": epoch + 1,
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "rng": [capture_rng()],
-                        "metrics": metrics,
-                        "input_shape": [1, config.image_size, config.image_size],
-                        "keypoint_names": list(KEYPOINT_NAMES),
-                        "normalization": {"mean": [IMAGE_MEAN], "std": [IMAGE_STD]},
-                    },
-                    ckpt_path,
-                )
-            emit(
-                f"epoch {epoch + 1}/{config.epochs}: train loss {train['loss']:.3e} | test AP "
-                f"{100 * test['ap']:.2f} AP50 {100 * test['ap50']:.2f} PCK@{config.pck_alpha:g} "
-                f"{100 * test['pck']:.2f} | lr {train['lr']:.3g} | {row['epoch_seconds']:.1f}s"
+
+class _Keypoints:
+    """The keypoint task of the shared loop: heatmap MSE against Gaussian targets; AP, PCK and OKS on the test set."""
+
+    def __init__(
+        self, training: Training, train_set: KeypointDataset, test_set: KeypointDataset, progress: bool
+    ) -> None:
+        self.training, self.train_set, self.test_set, self.progress = training, train_set, test_set, progress
+        self.config: KeypointConfig = training.config
+        self.model: KeypointNet = training.model
+        self.device = training.ctx.device
+        self.dynamics_images = _dynamics_images(self.config, self.model, test_set, self.device)
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One epoch of steps over the epoch's order of the training images; the mean loss."""
+        config, model, dataset, training = self.config, self.model, self.train_set, self.training
+        model.train()
+        bar = progress_bar(training.steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}", self.progress)
+        loss_sum, images = 0.0, 0
+        lr = training.lr
+        order = epoch_order(len(dataset), config.seed, epoch)
+        for idx in batches(dataset, config.batch_size, order, drop_last=True):
+            training.set_step_tau()
+            heatmaps = model(to_input(dataset.images[idx], self.device, config.channels_last))
+            target = gaussian_heatmaps(
+                dataset.keypoints[idx].to(self.device),
+                heatmaps.shape[-2:],
+                model.heatmap_stride,
+                config.sigma,
+                dataset.visible[idx].to(self.device),
             )
-    finally:
-        if writer is not None:
-            writer.close()
-    return KeypointFitResult(
-        model.eval(),
-        config,
-        metrics,
-        ckpt_path if ckpt_path is not None and ckpt_path.exists() else None,
-        start_epoch if state is not None else None,
-    )
+            loss = F.mse_loss(heatmaps.float(), target)
+            lr = training.step(loss)
+            loss_sum += float(loss.detach()) * len(idx)
+            images += len(idx)
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        return {"loss": loss_sum / max(images, 1), "lr": lr, "images": images}
+
+    def evaluate(self, epoch: int, train: dict[str, float], clock: EpochClock, tau: float | None) -> dict[str, Any]:
+        """Loss, AP, PCK and OKS on the test set, with the temperature of the epoch's last step."""
+        config = self.config
+        test = evaluate_keypoints(
+            self.model,
+            self.test_set,
+            sigma=config.sigma,
+            pck_alpha=config.pck_alpha,
+            oks_kappa=config.oks_kappa,
+            batch_size=config.eval_batch_size or 2 * config.batch_size,
+            device=self.device,
+            channels_last=config.channels_last,
+        )
+        return {
+            "epoch": epoch + 1,
+            "train_loss": train["loss"],
+            "test_loss": test["loss"],
+            **{f"test_{key}": test[key] for key in ("ap", "ap50", "ap75", "pck", "oks")},
+            "lr": train["lr"],
+            "epoch_seconds": clock.seconds(),
+            "epoch_cpu_seconds": clock.cpu_seconds(),
+            "train_images_per_second": clock.images_per_second(train["images"]),
+        }
+
+    def checkpoint(self) -> dict[str, Any]:
+        """What rebuilding the network and reading its heatmaps needs besides the config."""
+        size = self.config.image_size
+        return {
+            "task": TASK,
+            "input_shape": [1, size, size],
+            "keypoint_names": list(KEYPOINT_NAMES),
+            "normalization": {"mean": [IMAGE_MEAN], "std": [IMAGE_STD]},
+        }
+
+    def summary(self, row: dict[str, Any]) -> str:
+        """The epoch's log line."""
+        return (
+            f"epoch {row['epoch']}/{self.config.epochs}: train loss {row['train_loss']:.3e} | test AP "
+            f"{100 * row['test_ap']:.2f} AP50 {100 * row['test_ap50']:.2f} PCK@{self.config.pck_alpha:g} "
+            f"{100 * row['test_pck']:.2f} | lr {row['lr']:.3g} | {row['epoch_seconds']:.1f}s"
+        )
 
 
 def _dynamics_images(
@@ -253,47 +221,3 @@ def _dynamics_images(
     if not config.dynamics_images or not dyrelu_layers(model) or len(test_set) == 0:
         return None
     return to_input(test_set.images[: config.dynamics_images], device, config.channels_last)
-
-
-def _train_epoch(
-    model: KeypointNet,
-    dataset: KeypointDataset,
-    optimizer: torch.optim.Optimizer,
-    scheduler: WarmupCosine,
-    config: KeypointConfig,
-    device: torch.device,
-    epoch: int,
-    progress: bool,
-) -> dict[str, float]:
-    model.train()
-    steps = len(dataset) // config.batch_size
-    bar = progress_bar(steps, f"epoch {epoch + 1}/{config.epochs}", progress)
-    loss_sum, images = 0.0, 0
-    lr = scheduler.get_last_lr()[0]
-    order = epoch_order(len(dataset), config.seed, epoch)
-    for idx in batches(dataset, config.batch_size, order, drop_last=True):
-        if config.tau_start is not None:
-            set_tau(model, tau_at(scheduler.last_step, steps, config.tau_start, config.tau_epochs, config.tau_end))
-        heatmaps = model(to_input(dataset.images[idx], device, config.channels_last))
-        target = gaussian_heatmaps(
-            dataset.keypoints[idx].to(device),
-            heatmaps.shape[-2:],
-            model.heatmap_stride,
-            config.sigma,
-            dataset.visible[idx].to(device),
-        )
-        loss = F.mse_loss(heatmaps.float(), target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.clip_grad is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        loss_sum += float(loss.detach()) * len(idx)
-        images += len(idx)
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    return {"loss": loss_sum / max(images, 1), "lr": lr, "images": images}

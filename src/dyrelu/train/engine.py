@@ -1,19 +1,16 @@
-"""The training loop: epochs of SGD/AdamW steps, evaluation, metrics and a checkpoint per epoch.
+"""Image classification: the task :func:`fit` trains with the shared loop of :mod:`dyrelu.train.loop`.
 
-Exact resume: everything random in an epoch is a function of ``(seed, epoch)`` (the data order and
-augmentation, see :class:`dyrelu.data.BatchLoader`) or of the generators' states, which each
-checkpoint stores together with the model, optimizer, schedule and metrics. A run killed at any point
-and resumed from its last checkpoint therefore ends with the same metrics and parameters as an
-uninterrupted run with the same seed (on the same machine, thread count and world size).
+The task's part: the data (a dataset by name or given, the validation images held out, the data fraction), the
+network (built from the config, given, or upgraded from a trained one), cross-entropy with label smoothing and
+top-1 accuracy, DistributedDataParallel under ``torchrun``. The loop's part: the optimizer and schedule, the
+epochs, the metrics, a checkpoint per epoch and exact resume (the batch order and augmentation of an epoch are a
+function of ``(seed, epoch)``, see :class:`dyrelu.data.BatchLoader`).
 """
 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,31 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from dyrelu.analysis.dynamics import dyrelu_layers
-from dyrelu.analysis.summary import dynamics_numbers
 from dyrelu.data import BatchLoader, DataError, ImageDataset, create_dataset, holdout, normalize_batch
 from dyrelu.train import distributed as D
-from dyrelu.train.checkpoint import CheckpointError, capture_rng, restore_rng, save_checkpoint
 from dyrelu.train.config import MODEL_FIELDS, TrainConfig
-from dyrelu.train.evaluation import (
-    amp_autocast,
-    build_model,
-    evaluate,
-    load_model_state,
-    materialize,
-    upgrade_model,
-    uses_conv2d,
-)
-from dyrelu.train.optim import optimizer_from_config
-from dyrelu.train.runtime import (
-    check_finite_loss,
-    check_resume,
-    open_run,
-    progress_bar,
-    seed_everything,
-    set_cpu_threads,
-    start_run_files,
-)
-from dyrelu.train.schedule import WarmupCosine, set_tau, tau_at
+from dyrelu.train.evaluation import amp_autocast, build_model, evaluate, materialize, upgrade_model, uses_conv2d
+from dyrelu.train.loop import EpochClock, FitResult, Training, preserved_runtime, run_epochs
+from dyrelu.train.runtime import check_resume, open_run, progress_bar, seed_everything, set_cpu_threads
+from dyrelu.train.schedule import set_tau
 
 __all__ = ["FitResult", "fit"]
 
@@ -53,71 +32,6 @@ Log = Callable[[str], None]
 
 # Fields that may not change on --resume: they define the network and the optimizer's state layout.
 _FIXED_ON_RESUME = (*MODEL_FIELDS, "opt")
-
-
-@dataclass
-class FitResult:
-    """What :func:`fit` returns: the trained model (unwrapped), the resolved config and the metrics."""
-
-    model: nn.Module
-    config: TrainConfig
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-    checkpoint: Path | None = None
-    resumed_epoch: int | None = None
-
-
-def _train_epoch(
-    model: nn.Module,
-    raw_model: nn.Module,
-    loader: BatchLoader,
-    optimizer: torch.optim.Optimizer,
-    scheduler: WarmupCosine,
-    scaler: torch.amp.GradScaler,
-    config: TrainConfig,
-    ctx: D.DistContext,
-    channels_last: bool,
-    epoch: int,
-    progress: bool,
-) -> dict[str, float]:
-    model.train()
-    device = ctx.device
-    steps = len(loader)
-    totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
-    bar = progress_bar(steps, f"epoch {epoch + 1}/{config.epochs}", progress and ctx.is_main)
-    lr = scheduler.get_last_lr()[0]
-    for i, (images, labels) in enumerate(loader):
-        if config.tau_start is not None:
-            set_tau(raw_model, tau_at(scheduler.last_step, steps, config.tau_start, config.tau_epochs, config.tau_end))
-        images = images.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        labels = labels.to(device, non_blocking=True)
-        with amp_autocast(device, config.amp):
-            logits = model(images)
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if config.clip_grad is not None:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(raw_model.parameters(), config.clip_grad)
-        lr = scheduler.get_last_lr()[0]
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        with torch.no_grad():
-            totals[0] += loss.detach().double() * labels.numel()
-            totals[1] += (logits.argmax(1) == labels).sum()
-            totals[2] += labels.numel()
-        if bar is not None:
-            bar.update(1)
-            if i % 10 == 0 or i == steps - 1:
-                bar.set_postfix(loss=f"{totals[0].item() / max(totals[2].item(), 1):.4f}", lr=f"{lr:.3g}")
-    if bar is not None:
-        bar.close()
-    D.all_reduce_sum(totals, ctx)
-    loss_sum, correct, count = totals.tolist()
-    count = max(count, 1.0)
-    return {"loss": loss_sum / count, "acc": 100.0 * correct / count, "lr": lr, "images": count}
 
 
 def _resolve(config: TrainConfig, train_set: ImageDataset, model_given: bool) -> TrainConfig:
@@ -210,13 +124,10 @@ def fit(
     """
     ctx = D.setup(config.device)
     emit: Log = log if (log is not None and ctx.is_main) else (lambda line: None)
-    threads = torch.get_num_threads()
-    cudnn = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
     try:
-        return _fit(config, out_dir, resume, model, train_set, test_set, emit, progress, ctx)
+        with preserved_runtime():
+            return _fit(config, out_dir, resume, model, train_set, test_set, emit, progress, ctx)
     finally:
-        torch.set_num_threads(threads)
-        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn
         D.cleanup(ctx)
 
 
@@ -238,7 +149,31 @@ def _fit(
     torch.backends.cudnn.deterministic = True
 
     out, ckpt_path, state = open_run(out_dir, resume, log)
+    train_set, val_set, test_set = _datasets(config, train_set, test_set)
+    config = _resolve(config, train_set, model is not None)
+    if state is not None:
+        # Through TrainConfig, so that fields added since the checkpoint read as their defaults.
+        saved = TrainConfig.from_dict(state["config"]).to_dict()
+        check_resume(config.to_dict(), saved, _FIXED_ON_RESUME, ckpt_path, log)
 
+    seed_everything(config.seed)
+    task = _Classification(config, ctx, _network(config, model, state is not None, train_set, ctx), model is not None)
+    # Initialisation is identical on every rank; dropout and the like differ per rank.
+    torch.manual_seed(config.seed + ctx.rank)
+    task.set_data(train_set, val_set, test_set, progress)
+    training = Training.create(config, task.model, task.steps_per_epoch, ctx, fp16=config.amp == "fp16")
+    if state is not None:
+        training.restore(state, ckpt_path, log)
+    task.start(training)
+    run_epochs(training, task, out, ckpt_path, log)
+    return training.result(ckpt_path)
+
+
+def _datasets(
+    config: TrainConfig, train_set: ImageDataset | None, test_set: ImageDataset | None
+) -> tuple[ImageDataset, ImageDataset | None, ImageDataset]:
+    """The training, validation and test images: the config's data unless given, the test set normalised with the
+    training set's statistics."""
     if train_set is None or test_set is None:
         loaded_train, loaded_test = _load_data(config)
         train_set = loaded_train if train_set is None else train_set
@@ -247,168 +182,144 @@ def _fit(
     test_set = ImageDataset(
         test_set.images, test_set.labels, test_set.classes, train_set.mean, train_set.std, test_set.name
     )
-    config = _resolve(config, train_set, model is not None)
-    if state is not None:
-        # Through TrainConfig, so that fields added since the checkpoint read as their defaults.
-        saved = TrainConfig.from_dict(state["config"]).to_dict()
-        check_resume(config.to_dict(), saved, _FIXED_ON_RESUME, ckpt_path, log)
+    return train_set, val_set, test_set
 
-    seed_everything(config.seed)
-    model_given = model is not None
-    if model is None and config.init_from is not None and state is None:
+
+def _network(
+    config: TrainConfig, model: nn.Module | None, resuming: bool, train_set: ImageDataset, ctx: D.DistContext
+) -> nn.Module:
+    """The network to train, on its device: ``model``, the upgrade of ``config.init_from`` or a fresh one."""
+    if model is None and config.init_from is not None and not resuming:
         model = upgrade_model(config, train_set.image_shape)
     elif model is None:  # a resumed upgrade loads its own weights into the same network
         model = build_model(config)
     materialize(model, train_set.image_shape)
-    channels_last = uses_conv2d(model) if config.channels_last is None else config.channels_last
     model.to(ctx.device)
-    if channels_last:
+    if uses_conv2d(model) if config.channels_last is None else config.channels_last:
         model.to(memory_format=torch.channels_last)
-    # Initialisation is identical on every rank; dropout and the like differ per rank.
-    torch.manual_seed(config.seed + ctx.rank)
+    return model
 
-    train_loader = BatchLoader(
-        train_set,
-        config.batch_size,
-        train=True,
-        seed=config.seed,
-        rank=ctx.rank,
-        world_size=ctx.world_size,
-        workers=config.workers,
-    )
 
-    def eval_loader(dataset: ImageDataset) -> BatchLoader:
-        batch = config.eval_batch_size or 2 * config.batch_size
-        return BatchLoader(
-            dataset, batch, train=False, rank=ctx.rank, world_size=ctx.world_size, workers=config.workers
+class _Classification:
+    """The classification task of the shared loop: cross-entropy and top-1 accuracy over data-parallel ranks."""
+
+    def __init__(self, config: TrainConfig, ctx: D.DistContext, model: nn.Module, model_given: bool) -> None:
+        self.config, self.ctx, self.model, self.model_given = config, ctx, model, model_given
+        self.channels_last = uses_conv2d(model) if config.channels_last is None else config.channels_last
+        self.network: nn.Module = model  # what the steps run: the model, or its DistributedDataParallel wrapper
+
+    def set_data(
+        self, train_set: ImageDataset, val_set: ImageDataset | None, test_set: ImageDataset, progress: bool
+    ) -> None:
+        """This rank's loaders of the training, validation and test images, and the dynamics' images."""
+        config, ctx = self.config, self.ctx
+        self.train_set, self.progress = train_set, progress
+        self.train_loader = BatchLoader(
+            train_set,
+            config.batch_size,
+            train=True,
+            seed=config.seed,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            workers=config.workers,
         )
 
-    test_loader = eval_loader(test_set)
-    val_loader = None if val_set is None else eval_loader(val_set)
-    steps_per_epoch = len(train_loader)
-    if steps_per_epoch == 0:
-        raise DataError(f"the training set {train_set.name} is empty")
-    dyn_images = _dynamics_images(config, model, test_set)
-    optimizer = optimizer_from_config(model, config)
-    scheduler = WarmupCosine(
-        optimizer,
-        total_steps=config.epochs * steps_per_epoch,
-        warmup_steps=round(config.warmup_epochs * steps_per_epoch),
-        min_lr=config.min_lr,
-    )
-    scaler = torch.amp.GradScaler(ctx.device.type, enabled=config.amp == "fp16")
+        def eval_loader(dataset: ImageDataset) -> BatchLoader:
+            batch = config.eval_batch_size or 2 * config.batch_size
+            return BatchLoader(
+                dataset, batch, train=False, rank=ctx.rank, world_size=ctx.world_size, workers=config.workers
+            )
 
-    metrics: list[dict[str, Any]] = []
-    start_epoch = 0
-    if state is not None:
-        load_model_state(model, state["model"], str(ckpt_path))
-        try:
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-        except (KeyError, ValueError, RuntimeError) as err:
-            raise CheckpointError(f"the optimizer state in {ckpt_path} does not fit this run: {err}") from None
-        metrics = list(state.get("metrics", []))
-        start_epoch = int(state["epoch"])
-        rng = state.get("rng") or []
-        if len(rng) == ctx.world_size:
-            restore_rng(rng[ctx.rank])
-        else:
-            log(f"note: the checkpoint was written by {len(rng)} processes, this run has {ctx.world_size}")
-        log(f"resumed from {ckpt_path} after epoch {start_epoch}: continuing with epoch {start_epoch + 1}")
+        self.test_loader = eval_loader(test_set)
+        self.val_loader = None if val_set is None else eval_loader(val_set)
+        self.steps_per_epoch = len(self.train_loader)
+        if self.steps_per_epoch == 0:
+            raise DataError(f"the training set {train_set.name} is empty")
+        self.dynamics_images = _dynamics_images(config, self.model, test_set)
 
-    raw_model = model
-    if ctx.distributed:
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+    def start(self, training: Training) -> None:
+        """Take over ``training`` (resumed or fresh); wrap the model for DistributedDataParallel when distributed."""
+        self.training = training
+        if self.ctx.distributed:
+            device_ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
+            self.network = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One epoch of steps; the mean loss and accuracy over every rank's images."""
+        config, ctx, training = self.config, self.ctx, self.training
+        self.train_loader.set_epoch(epoch)
+        self.network.train()
+        steps = len(self.train_loader)
+        totals = torch.zeros(3, dtype=torch.float64, device=ctx.device)  # loss sum, correct, count
+        bar = progress_bar(steps, f"epoch {epoch + 1}/{config.epochs}", self.progress and ctx.is_main)
+        lr = training.lr
+        for i, (images, labels) in enumerate(self.train_loader):
+            training.set_step_tau()
+            images = images.to(ctx.device, non_blocking=True)
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            labels = labels.to(ctx.device, non_blocking=True)
+            with amp_autocast(ctx.device, config.amp):
+                logits = self.network(images)
+                loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
+            lr = training.step(loss)
+            with torch.no_grad():
+                totals[0] += loss.detach().double() * labels.numel()
+                totals[1] += (logits.argmax(1) == labels).sum()
+                totals[2] += labels.numel()
+            if bar is not None:
+                bar.update(1)
+                if i % 10 == 0 or i == steps - 1:
+                    bar.set_postfix(loss=f"{totals[0].item() / max(totals[2].item(), 1):.4f}", lr=f"{lr:.3g}")
+        if bar is not None:
+            bar.close()
+        D.all_reduce_sum(totals, ctx)
+        loss_sum, correct, count = totals.tolist()
+        count = max(count, 1.0)
+        return {"loss": loss_sum / count, "acc": 100.0 * correct / count, "lr": lr, "images": count}
+
+    def _evaluate(self, loader: BatchLoader) -> dict[str, float]:
+        config = self.config
+        return evaluate(
+            self.model, loader, device=self.ctx.device, amp=config.amp, channels_last=self.channels_last, ctx=self.ctx
         )
 
-    writer = start_run_files(out if ctx.is_main else None, config.to_dict(), metrics, tensorboard=config.tensorboard)
-    if start_epoch >= config.epochs:
-        log(f"{start_epoch} epochs done already (epochs={config.epochs}); nothing to train")
+    def evaluate(self, epoch: int, train: dict[str, float], clock: EpochClock, tau: float | None) -> dict[str, Any]:
+        """The test (and validation) loss and accuracy, with the temperature the next step will use."""
+        if tau is not None:
+            # Evaluate (and save) with the temperature that the next step would use: τ_end once annealed.
+            set_tau(self.model, tau)
+        test = self._evaluate(self.test_loader)
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": train["loss"],
+            "train_acc": train["acc"],
+            "test_loss": test["loss"],
+            "test_acc": test["acc"],
+            "lr": train["lr"],
+            "epoch_seconds": clock.seconds(),
+            "train_images_per_second": clock.images_per_second(train["images"]),
+        }
+        if self.val_loader is not None:
+            val = self._evaluate(self.val_loader)
+            row["val_loss"], row["val_acc"] = val["loss"], val["acc"]
+        return row
 
-    try:
-        for epoch in range(start_epoch, config.epochs):
-            started = time.perf_counter()
-            train_loader.set_epoch(epoch)
-            train = _train_epoch(
-                model,
-                raw_model,
-                train_loader,
-                optimizer,
-                scheduler,
-                scaler,
-                config,
-                ctx,
-                channels_last,
-                epoch,
-                progress,
-            )
-            train_seconds = time.perf_counter() - started
-            check_finite_loss(train["loss"], epoch, config.lr)
-            tau = None
-            if config.tau_start is not None:
-                # Evaluate (and save) with the temperature that the next step would use: τ_end once annealed.
-                tau = tau_at(scheduler.last_step, steps_per_epoch, config.tau_start, config.tau_epochs, config.tau_end)
-                set_tau(raw_model, tau)
-            test = evaluate(
-                raw_model, test_loader, device=ctx.device, amp=config.amp, channels_last=channels_last, ctx=ctx
-            )
-            row: dict[str, Any] = {
-                "epoch": epoch + 1,
-                "train_loss": train["loss"],
-                "train_acc": train["acc"],
-                "test_loss": test["loss"],
-                "test_acc": test["acc"],
-                "lr": train["lr"],
-                "epoch_seconds": time.perf_counter() - started,
-                "train_images_per_second": train["images"] / max(train_seconds, 1e-9),
-            }
-            if val_loader is not None:
-                val = evaluate(
-                    raw_model, val_loader, device=ctx.device, amp=config.amp, channels_last=channels_last, ctx=ctx
-                )
-                row["val_loss"], row["val_acc"] = val["loss"], val["acc"]
-            if dyn_images is not None:
-                row.update(dynamics_numbers(raw_model, dyn_images))
-            if tau is not None:
-                row["tau"] = tau
-            metrics.append(row)
-            rng_states = D.all_gather_object(capture_rng(), ctx)
-            if writer is not None:
-                writer.write(metrics)
-                save_checkpoint(
-                    {
-                        "config": config.to_dict(),
-                        "epoch": epoch + 1,
-                        "model": raw_model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-                        "rng": rng_states,
-                        "metrics": metrics,
-                        "input_shape": list(train_set.image_shape),
-                        "classes": list(train_set.classes),
-                        "normalization": {"mean": list(train_set.mean), "std": list(train_set.std)},
-                        "world_size": ctx.world_size,
-                        "custom_model": model_given,
-                    },
-                    ckpt_path,
-                )
-            log(
-                f"epoch {epoch + 1}/{config.epochs}: train loss {train['loss']:.4f} acc {train['acc']:.2f}% | "
-                f"test loss {test['loss']:.4f} acc {test['acc']:.2f}% | lr {train['lr']:.3g} | "
-                f"{row['epoch_seconds']:.1f}s"
-            )
-        D.barrier(ctx)
-    finally:
-        if writer is not None:
-            writer.close()
-    return FitResult(
-        raw_model.eval(),
-        config,
-        metrics,
-        ckpt_path if ckpt_path is not None and ckpt_path.exists() else None,
-        start_epoch if state is not None else None,
-    )
+    def checkpoint(self) -> dict[str, Any]:
+        """What rebuilding the network and its inputs needs besides the config."""
+        train_set = self.train_set
+        return {
+            "input_shape": list(train_set.image_shape),
+            "classes": list(train_set.classes),
+            "normalization": {"mean": list(train_set.mean), "std": list(train_set.std)},
+            "world_size": self.ctx.world_size,
+            "custom_model": self.model_given,
+        }
+
+    def summary(self, row: dict[str, Any]) -> str:
+        """The epoch's log line."""
+        return (
+            f"epoch {row['epoch']}/{self.config.epochs}: train loss {row['train_loss']:.4f} acc "
+            f"{row['train_acc']:.2f}% | test loss {row['test_loss']:.4f} acc {row['test_acc']:.2f}% | lr "
+            f"{row['lr']:.3g} | {row['epoch_seconds']:.1f}s"
+        )
