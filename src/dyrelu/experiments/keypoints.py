@@ -445,21 +445,7 @@ def _keypoint_config(spec: KeypointRunSpec, budget: KeypointBudget, threads: int
 
 
 #: The columns of a keypoint results row that are the run's task settings, as its config has them.
-_TASK_COLUMNS = (
-    "epochs",
-    "num_train",
-    "num_test",
-    "image_size",
-    "items",
-    "max_distractors",
-    "max_rotation",
-    "output_stride",
-    "sigma",
-    "oks_kappa",
-    "pck_alpha",
-    "batch_size",
-    "lr",
-)
+_TASK_COLUMNS = KEYPOINT_COLUMNS[KEYPOINT_COLUMNS.index("epochs") : KEYPOINT_COLUMNS.index("test_ap")]
 
 
 def _train_one(spec: KeypointRunSpec, claim: str, budget: KeypointBudget, runs_dir: str, threads: int) -> dict:
