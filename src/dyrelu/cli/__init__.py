@@ -32,6 +32,7 @@ class CLIError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``dyrelu`` parser with one subcommand per module of :data:`_COMMANDS`."""
     from dyrelu import __version__
 
     parser = argparse.ArgumentParser(prog="dyrelu", description="Dynamic ReLU: train, compare, profile, export.")
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``dyrelu`` with ``argv`` (``None``: ``sys.argv[1:]``); the exit status (2: a user error, in one line)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "_run", None) is None:

@@ -19,6 +19,10 @@ DATASETS = ("fashion-mnist", "cluttered-fashion-mnist", "cifar10", "cifar100", "
 
 
 def add_data_args(parser: argparse.ArgumentParser, *, for_eval: bool = False) -> None:
+    """Add the ``data`` options (``--data``, ``--data-dir``, ``--image-size``, ``--synthetic-samples``).
+
+    ``for_eval``: the dataset defaults to the checkpoint's, not to Fashion-MNIST.
+    """
     group = parser.add_argument_group("data")
     default = "the checkpoint's" if for_eval else "fashion-mnist"
     group.add_argument("--data", choices=DATASETS, default=None, help=f"the dataset (default {default})")
@@ -39,6 +43,7 @@ def add_data_args(parser: argparse.ArgumentParser, *, for_eval: bool = False) ->
 
 
 def data_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The data source's options given on the command line (``image_size``, ``num_samples``)."""
     kwargs: dict[str, Any] = {}
     if args.image_size is not None:
         kwargs["image_size"] = args.image_size
@@ -50,6 +55,7 @@ def data_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_act_args(parser: argparse.ArgumentParser) -> None:
+    """Add the activation's options (the paper's K, R, λ_a, λ_b, τ, γ, the init, and any ``--act-arg KEY=VALUE``)."""
     group = parser.add_argument_group("activation options (passed to every activation)")
     group.add_argument("--k", type=int, default=None, help="K, pieces of DY-ReLU (paper: 2)")
     group.add_argument("--reduction", type=int, default=None, help="R, the hyper function's reduction (paper: 8)")
@@ -79,21 +85,30 @@ def act_kwargs(args: argparse.Namespace) -> dict[str, Any] | None:
         value = getattr(args, name)
         if value is not None:
             kwargs[name] = value
-    for item in args.act_arg:
+    kwargs.update(key_values(args.act_arg, "--act-arg"))
+    return kwargs or None
+
+
+def key_values(items: list[str], flag: str) -> dict[str, Any]:
+    """The repeated option ``flag KEY=VALUE`` as keywords, each VALUE a Python literal (else the text itself).
+
+    Raises:
+        CLIError: an item is not ``KEY=VALUE`` with an identifier as the key.
+    """
+    values: dict[str, Any] = {}
+    for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key.isidentifier():
-            raise CLIError(f"expected --act-arg KEY=VALUE, got {item!r}")
+            raise CLIError(f"expected {flag} KEY=VALUE, got {item!r}")
         try:
-            kwargs[key] = ast.literal_eval(text)
+            values[key] = ast.literal_eval(text)
         except (ValueError, SyntaxError):
-            kwargs[key] = text
-    return kwargs or None
+            values[key] = text
+    return values
 
 
 def check_model_options(model: str, act: str | None, kwargs: dict[str, Any]) -> None:
     """Fail early, in one line, on an unknown model or activation or an option the activation lacks."""
-    from dyrelu import create_act, list_acts
-
     try:
         from dyrelu.models import list_models
     except ImportError as err:
@@ -104,23 +119,42 @@ def check_model_options(model: str, act: str | None, kwargs: dict[str, Any]) -> 
         if kwargs:
             raise CLIError(f"--act none keeps the architecture's activations, which take no options; got {kwargs}")
         return
-    if act.lower() not in list_acts():
-        raise CLIError(f"unknown activation {act!r}, expected one of {', '.join(list_acts())} or none")
+    check_act(act.lower(), kwargs, or_none=True)
+
+
+def check_act(act: str, kwargs: dict[str, Any], *, where: str = "", or_none: bool = False) -> None:
+    """Fail early, in one line, on an unknown activation or an option it lacks.
+
+    Args:
+        act: a registry name (lower case).
+        kwargs: its options.
+        where: the network part it is for (``"head"``: the option is ``--head-act``); ``""``: ``--act``.
+        or_none: ``none`` is a valid choice too (the architecture's own activations), which the message says.
+    """
+    from dyrelu import create_act, list_acts
+
+    if act not in list_acts():
+        what = f"{where} activation" if where else "activation"
+        raise CLIError(f"unknown {what} {act!r}, expected one of {', '.join(list_acts())}" + (" or none" * or_none))
     try:
         create_act(act, 8, **kwargs)
     except (TypeError, ValueError) as err:
-        raise CLIError(f"bad options {kwargs} for --act {act}: {err}") from None
+        flag = f"--{where}-act" if where else "--act"
+        raise CLIError(f"bad options {kwargs} for {flag} {act}: {err}") from None
 
 
 def add_progress_arg(parser: argparse.ArgumentParser) -> None:
+    """Add ``--no-progress``."""
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (off anyway when not a tty)")
 
 
 def want_progress(args: argparse.Namespace) -> bool:
+    """Whether to show progress bars: unless ``--no-progress``, and only on a terminal."""
     return not args.no_progress and sys.stderr.isatty()
 
 
 def is_main_process() -> bool:
+    """Whether this process prints: rank 0 of a ``torchrun`` launch, or the only process."""
     return int(os.environ.get("RANK", "0") or 0) == 0
 
 
@@ -184,8 +218,16 @@ def user_errors(*, checkpoint: Path | None = None, resume: str | None = None) ->
         raise CLIError(f"{err} (install the extras: pip install 'dyrelu[train,vision]')") from None
 
 
+def print_line(line: str) -> None:
+    """Print one log line of a run at once (flushed, for logs read while the run goes on)."""
+    print(line, flush=True)
+
+
 def positive(kind: type = int):
+    """An argparse ``type`` accepting ``kind`` (int or float) values above 0, with a message naming the text."""
+
     def parse(text: str):
+        """``text`` as a positive ``kind``; argparse reports the error."""
         try:
             value = kind(text)
         except ValueError:

@@ -72,6 +72,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run (or list, or estimate) the selected claims' missing runs; user errors raise :class:`CLIError`."""
     from dataclasses import replace
 
     from dyrelu.experiments import claims_budget, pending_runs, run_grid, select_claims
@@ -130,11 +131,11 @@ def _estimate(args: argparse.Namespace, claims, budget) -> int:
 
     from dyrelu.experiments import plan_runs, read_results, write_estimate
     from dyrelu.experiments.estimate import calibrated, estimate_costs
-    from dyrelu.train.runtime import cpu_cores
+    from dyrelu.experiments.grid import threads_per_run
 
     runs = plan_runs(claims, budget.seeds, budget.name)
     configs = list(dict.fromkeys(spec.config for spec, _ in runs))
-    threads = max(1, cpu_cores() // args.jobs)
+    threads = threads_per_run(args.jobs)
     estimates = estimate_costs(configs, budget, threads=threads)
     epoch = {e.config: e.epoch_seconds for e in estimates}
     if args.calibrate:

@@ -21,6 +21,7 @@ from dyrelu.cli._common import (
     add_progress_arg,
     check_model_options,
     positive,
+    print_line,
     user_errors,
     want_progress,
 )
@@ -92,6 +93,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _profile(model, input_size: tuple[int, ...]) -> tuple[int, int | None]:
+    """The model's parameters and MAdds for ``input_size`` (MAdds ``None`` where they cannot be counted)."""
     try:
         from dyrelu.analysis.cost import profile_model
     except ImportError:
@@ -101,6 +103,7 @@ def _profile(model, input_size: tuple[int, ...]) -> tuple[int, int | None]:
 
 
 def _fmt_count(value: int | None) -> str:
+    """A count in thousands or millions (``n/a`` for ``None``)."""
     if value is None:
         return "n/a"
     return f"{value / 1e6:.2f}M" if value >= 1e5 else f"{value / 1e3:.1f}K"
@@ -126,6 +129,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _summary(rows: list[dict[str, Any]]) -> str:
+    """Each activation against the first one: accuracy, parameters, MAdds and time per epoch, one line each."""
     if len(rows) < 2:
         return ""
     base = rows[0]
@@ -143,6 +147,7 @@ def _summary(rows: list[dict[str, Any]]) -> str:
 
 
 def _plot(runs: dict[str, list[dict[str, Any]]], path: Path, title: str) -> None:
+    """The accuracy and loss curves of every run, train and test, as one PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -170,17 +175,12 @@ def _plot(runs: dict[str, list[dict[str, Any]]], path: Path, title: str) -> None
 
 
 def _share(fraction: float, total: int) -> str:
+    """How much of a set of ``total`` images the demo uses, in words (``0.1 of the 60k``)."""
     return f"{total // 1000}k" if fraction == 1.0 else f"{fraction:g} of the {total // 1000}k"
-
-
-def _print(line: str) -> None:
-    print(line, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; user errors raise :class:`CLIError`."""
-    from dyrelu.train import TrainConfig, fit
-
     acts = [a.strip().lower() for a in args.acts.split(",") if a.strip()]
     if not acts:
         raise CLIError(f"expected comma-separated activation names in --acts, got {args.acts!r}")
@@ -193,48 +193,61 @@ def run(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     curves: dict[str, list[dict[str, Any]]] = {}
     for act in acts:
-        label = _LABELS.get(act, act)
-        config = TrainConfig(
-            model=args.model,
-            act=act,
-            small_input=args.small_input,
-            data="fashion-mnist",
-            data_dir=str(args.data_dir) if args.data_dir is not None else None,
-            data_fraction=args.data_fraction,
-            eval_fraction=args.eval_fraction,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            warmup_epochs=min(1.0, args.epochs / 4),
-            seed=args.seed,
-            threads=args.threads,
-            tensorboard=False,
-        )
-        print(
-            f"== {label}: {args.model} on {args.data_fraction:g} of Fashion-MNIST's training set, "
-            f"{args.epochs} epochs, batch {args.batch_size}, seed {args.seed}",
-            flush=True,
-        )
-        with user_errors(checkpoint=args.out / act, resume=RESUME_GRID):
-            result = fit(config, args.out / act, resume=True, log=_print, progress=want_progress(args))
-        metrics = result.metrics
-        c = result.config.in_chans
-        params, madds = _profile(result.model, (1, c, 28, 28))
-        rows.append(
-            {
-                "act": act,
-                "label": label,
-                "test_acc": metrics[-1]["test_acc"],
-                "best_test_acc": max(row["test_acc"] for row in metrics),
-                "params": params,
-                "madds": madds,
-                "seconds_per_epoch": sum(row["epoch_seconds"] for row in metrics) / len(metrics),
-                "train_images_per_second": sum(row["train_images_per_second"] for row in metrics) / len(metrics),
-                "epochs": len(metrics),
-            }
-        )
-        curves[label] = metrics
-    wall = time.perf_counter() - started
+        row, curves[_LABELS.get(act, act)] = _train(args, act)
+        rows.append(row)
+    _write_results(args, rows, curves, time.perf_counter() - started)
+    return 0
+
+
+def _train(args: argparse.Namespace, act: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Train (or resume) the demo's network with ``act``: its row of the results table and its metrics."""
+    from dyrelu.train import TrainConfig, fit
+
+    label = _LABELS.get(act, act)
+    config = TrainConfig(
+        model=args.model,
+        act=act,
+        small_input=args.small_input,
+        data="fashion-mnist",
+        data_dir=str(args.data_dir) if args.data_dir is not None else None,
+        data_fraction=args.data_fraction,
+        eval_fraction=args.eval_fraction,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup_epochs=min(1.0, args.epochs / 4),
+        seed=args.seed,
+        threads=args.threads,
+        tensorboard=False,
+    )
+    print(
+        f"== {label}: {args.model} on {args.data_fraction:g} of Fashion-MNIST's training set, "
+        f"{args.epochs} epochs, batch {args.batch_size}, seed {args.seed}",
+        flush=True,
+    )
+    with user_errors(checkpoint=args.out / act, resume=RESUME_GRID):
+        result = fit(config, args.out / act, resume=True, log=print_line, progress=want_progress(args))
+    metrics = result.metrics
+    c = result.config.in_chans
+    params, madds = _profile(result.model, (1, c, 28, 28))
+    row = {
+        "act": act,
+        "label": label,
+        "test_acc": metrics[-1]["test_acc"],
+        "best_test_acc": max(row["test_acc"] for row in metrics),
+        "params": params,
+        "madds": madds,
+        "seconds_per_epoch": sum(row["epoch_seconds"] for row in metrics) / len(metrics),
+        "train_images_per_second": sum(row["train_images_per_second"] for row in metrics) / len(metrics),
+        "epochs": len(metrics),
+    }
+    return row, metrics
+
+
+def _write_results(
+    args: argparse.Namespace, rows: list[dict[str, Any]], curves: dict[str, list[dict[str, Any]]], wall: float
+) -> None:
+    """Print the results table and write it (``results.json``, ``results.md``) and the curves (``curves.png``)."""
     table = format_table(rows)
     summary = _summary(rows)
     stem = "small-input stem" if args.small_input else "ImageNet stem"
@@ -259,4 +272,3 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         plot_note = " (no plot: matplotlib is not installed)"
     print(f"\nwrote {args.out / 'results.json'}, {args.out / 'results.md'}{plot_note}; wall time {wall / 60:.1f} min")
-    return 0

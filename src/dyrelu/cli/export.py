@@ -42,6 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _export_onnx(model, example, out: Path, opset: int | None, exporter: str) -> None:
+    """Write ``model`` as ONNX with a dynamic batch dimension (``exporter``: ``dynamo`` or the TorchScript one)."""
     import torch
 
     kwargs = {"input_names": ["images"], "output_names": ["logits"]}
@@ -66,6 +67,7 @@ def _export_onnx(model, example, out: Path, opset: int | None, exporter: str) ->
 
 
 def _check_onnx(path: Path, model, images) -> str:
+    """Run the ONNX file with onnxruntime on ``images`` against the eager model; what was checked, in words."""
     import torch
 
     try:
@@ -78,6 +80,7 @@ def _check_onnx(path: Path, model, images) -> str:
 
 
 def _export_pt2(model, example, out: Path) -> None:
+    """Write ``model`` as a ``torch.export`` program (``.pt2``) with a dynamic batch dimension."""
     import torch
 
     batch = torch.export.Dim("batch", min=1)
@@ -87,6 +90,7 @@ def _export_pt2(model, example, out: Path) -> None:
 
 
 def _check_pt2(path: Path, model, images) -> str:
+    """Load the ``.pt2`` program and run it on ``images`` against the eager model; what was checked, in words."""
     import torch
 
     program = torch.export.load(str(path))
@@ -96,6 +100,11 @@ def _check_pt2(path: Path, model, images) -> str:
 
 
 def _compare(got, model, images, runner: str) -> str:
+    """``got`` (the exported program's output, from ``runner``) against the eager model's within the tolerance.
+
+    Raises:
+        CLIError: the shapes differ or a value is off by more than the tolerance.
+    """
     import torch
 
     with torch.no_grad():

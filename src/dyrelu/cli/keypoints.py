@@ -7,14 +7,23 @@ K1, backbone × head activation, resumable, into a results CSV) and ``report`` (
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from dyrelu.cli import CLIError
-from dyrelu.cli._common import RESUME_GRID, RESUME_RUN, add_progress_arg, positive, user_errors, want_progress
+from dyrelu.cli._common import (
+    RESUME_GRID,
+    RESUME_RUN,
+    add_progress_arg,
+    check_act,
+    key_values,
+    positive,
+    print_line,
+    user_errors,
+    want_progress,
+)
 from dyrelu.files import WriteError, write_text_atomic
 
 __all__ = ["add_parser", "run"]
@@ -42,6 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
+    """Add ``keypoints train`` (one run, resumable)."""
     p = sub.add_parser(
         "train",
         help="train and evaluate one keypoint network (resumable)",
@@ -53,6 +63,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
             "change; --epochs may grow)."
         ),
     )
+    _add_train_model_args(p)
+    _add_train_task_args(p)
+    _add_train_optimisation_args(p)
+    _add_train_run_args(p)
+    add_progress_arg(p)
+
+
+def _add_train_model_args(p: argparse.ArgumentParser) -> None:
+    """The network: the backbone, where it is cut, the head, and each part's activation and options."""
     model = p.add_argument_group("model")
     model.add_argument("--backbone", default=None, help="a name of dyrelu.models.list_models() (mobilenetv2_035)")
     model.add_argument("--backbone-act", default=None, help="the backbone's activation, or 'none' (default relu)")
@@ -71,6 +90,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     model.add_argument(
         "--small-input", action=argparse.BooleanOptionalAction, default=None, help="the backbone's small-image stem"
     )
+
+
+def _add_train_task_args(p: argparse.ArgumentParser) -> None:
+    """The synthetic task: the items, the canvas, the data sizes and the target heatmaps."""
     data = p.add_argument_group("task")
     data.add_argument("--items", choices=("fashion-mnist", "shapes"), default=None, help="item source (fashion-mnist)")
     data.add_argument("--data-dir", default=None, help="the Fashion-MNIST folder (default: the system's)")
@@ -81,6 +104,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     data.add_argument("--max-distractors", type=int, default=None, help="distractors per image, 0 to N (default 2)")
     data.add_argument("--max-rotation", type=float, default=None, help="the target's rotation range, degrees (60)")
     data.add_argument("--sigma", type=positive(float), default=None, help="target Gaussian σ, heatmap pixels (1.5)")
+
+
+def _add_train_optimisation_args(p: argparse.ArgumentParser) -> None:
+    """The schedule, the optimizer and DY-ReLU-C's temperature schedule."""
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=positive(), default=None, help="epochs (default 4)")
     opt.add_argument("--batch-size", type=positive(), default=None, help="images per step (default 32)")
@@ -95,6 +122,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     opt.add_argument("--tau-start", type=positive(float), default=None, help="DY-ReLU-C temperature schedule start")
     opt.add_argument("--tau-epochs", type=float, default=None, help="epochs to anneal τ to --tau-end")
     opt.add_argument("--tau-end", type=positive(float), default=None, help="τ at the end of the schedule (default 1)")
+
+
+def _add_train_run_args(p: argparse.ArgumentParser) -> None:
+    """The metrics' settings, and where and how the run goes."""
     ev = p.add_argument_group("evaluation")
     ev.add_argument("--pck-alpha", type=positive(float), default=None, help="PCK tolerance / item size (0.1)")
     ev.add_argument("--oks-kappa", type=positive(float), default=None, help="OKS per-keypoint constant κ (0.1)")
@@ -107,10 +138,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="NHWC (default on)")
     run.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None, help="default off")
     run.add_argument("--json", action="store_true", help="print the final metrics as JSON")
-    add_progress_arg(p)
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
+    """Add ``keypoints eval`` (a checkpoint on its task's test split)."""
     p = sub.add_parser(
         "eval",
         help="evaluate a keypoint checkpoint (AP, PCK, OKS)",
@@ -126,6 +157,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_grid(sub: argparse._SubParsersAction) -> None:
+    """Add ``keypoints grid`` (claim K1's runs, resumable; the defaults are the committed grid's budget)."""
     from dyrelu.experiments.keypoints import DEFAULT_KEYPOINT_BUDGET as b
 
     p = sub.add_parser(
@@ -152,6 +184,7 @@ def _add_grid(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
+    """Add ``keypoints report`` (the K1 section from the grid's CSV)."""
     p = sub.add_parser(
         "report",
         help="print the K1 report section (markdown) from the results CSV",
@@ -201,36 +234,22 @@ _PLAIN = (
 )
 
 
-def _key_values(items: list[str], flag: str) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.isidentifier():
-            raise CLIError(f"expected {flag} KEY=VALUE, got {item!r}")
-        try:
-            values[key] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            values[key] = text
-    return values
-
-
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The keypoint training options given on the command line (the others keep their defaults or the checkpoint's)."""
     values = {name: getattr(args, name) for name in _PLAIN if getattr(args, name, None) is not None}
     if args.backbone_act is not None:
         values["backbone_act"] = None if args.backbone_act.lower() == "none" else args.backbone_act.lower()
     if args.head_act is not None:
         values["head_act"] = args.head_act.lower()
     if args.backbone_act_arg:
-        values["backbone_act_kwargs"] = _key_values(args.backbone_act_arg, "--backbone-act-arg")
+        values["backbone_act_kwargs"] = key_values(args.backbone_act_arg, "--backbone-act-arg")
     if args.head_act_arg:
-        values["head_act_kwargs"] = _key_values(args.head_act_arg, "--head-act-arg")
+        values["head_act_kwargs"] = key_values(args.head_act_arg, "--head-act-arg")
     return values
 
 
 def _check_model(config: Any) -> None:
     """Fail early, in one line, on an unknown backbone or activation or an option the activation lacks."""
-    from dyrelu import create_act, list_acts
-
     try:
         from dyrelu.models import list_models
     except ImportError as err:
@@ -245,15 +264,11 @@ def _check_model(config: Any) -> None:
             if kwargs:
                 raise CLIError(f"--{where}-act none takes no options, got {kwargs}")
             continue
-        if act not in list_acts():
-            raise CLIError(f"unknown {where} activation {act!r}, expected one of {', '.join(list_acts())}")
-        try:
-            create_act(act, 8, **kwargs)
-        except (TypeError, ValueError) as err:
-            raise CLIError(f"bad options {kwargs} for --{where}-act {act}: {err}") from None
+        check_act(act, kwargs, where=where, or_none=where == "backbone")
 
 
 def _train(args: argparse.Namespace) -> int:
+    """``keypoints train``: one run (or its resumption), the final metrics printed."""
     from dyrelu.keypoints import KeypointConfig, fit_keypoints
     from dyrelu.train import find_checkpoint, load_checkpoint
 
@@ -279,7 +294,7 @@ def _train(args: argparse.Namespace) -> int:
                 config,
                 args.out,
                 resume=args.resume,
-                log=lambda line: print(line, flush=True),
+                log=print_line,
                 progress=want_progress(args),
             )
         except ValueError as err:
@@ -299,6 +314,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    """``keypoints eval``: the checkpoint's AP, PCK and OKS on its task's test split."""
     from dyrelu.keypoints import evaluate_keypoint_checkpoint
 
     with user_errors():
@@ -323,6 +339,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _grid(args: argparse.Namespace) -> int:
+    """``keypoints grid``: the K1 runs not yet in the results CSV (or, with ``--dry-run``, their list)."""
     from dyrelu.experiments.keypoints import (
         DEFAULT_KEYPOINT_BUDGET,
         KeypointBudget,
@@ -359,7 +376,7 @@ def _grid(args: argparse.Namespace) -> int:
                 budget=budget,
                 jobs=args.jobs,
                 limit=args.limit,
-                log=lambda line: print(line, flush=True),
+                log=print_line,
             )
         except WriteError:
             raise  # user_errors says how to go on
@@ -370,6 +387,7 @@ def _grid(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    """``keypoints report``: the K1 section, printed or written to ``--out``."""
     from dyrelu.experiments import read_results
     from dyrelu.experiments.report import keypoint_report
 

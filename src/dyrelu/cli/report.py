@@ -57,6 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    """Write (or ``--check``) REPRODUCTION.md and the README's table from the results CSVs."""
     from dyrelu.experiments import read_results
     from dyrelu.experiments.report import make_report
 

@@ -18,6 +18,7 @@ from dyrelu.cli._common import (
     data_kwargs,
     is_main_process,
     positive,
+    print_line,
     user_errors,
     want_progress,
 )
@@ -39,6 +40,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "dyrelu train ... (gloo on CPU, NCCL on GPU; --batch-size is per process)."
         ),
     )
+    _add_model_args(parser)
+    add_act_args(parser)
+    add_data_args(parser)
+    _add_subset_args(parser)
+    _add_optimisation_args(parser)
+    _add_run_args(parser)
+    add_progress_arg(parser)
+    return parser
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    """The network: ``--model``, ``--act`` and the options of the architecture."""
     model = parser.add_argument_group("model")
     model.add_argument("--model", default=None, help="a name of dyrelu.models.list_models() (default mobilenetv2_050)")
     model.add_argument(
@@ -57,8 +70,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=None,
         help="what DY-ReLU's hyper function reads: its own input (paper, default) or MobileNetV2's block input",
     )
-    add_act_args(parser)
-    add_data_args(parser)
+
+
+def _add_subset_args(parser: argparse.ArgumentParser) -> None:
+    """Which images train and evaluate: fractions, augmentation and the validation split."""
     data = parser.add_argument_group("data subsets")
     data.add_argument("--data-fraction", type=float, default=None, help="train on this fraction (deterministic)")
     data.add_argument("--eval-fraction", type=float, default=None, help="evaluate on this fraction of the test set")
@@ -72,6 +87,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="hold out this many training images (class-stratified, fixed) as a validation set (default 0)",
     )
 
+
+def _add_optimisation_args(parser: argparse.ArgumentParser) -> None:
+    """The schedule, the optimizer and its groups, mixed precision and DY-ReLU-C's temperature schedule."""
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=positive(), default=None, help="epochs (default 10)")
     opt.add_argument("--batch-size", type=positive(), default=None, help="images per step and process (default 128)")
@@ -100,6 +118,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     opt.add_argument("--tau-epochs", type=float, default=None, help="epochs to anneal τ from --tau-start to --tau-end")
     opt.add_argument("--tau-end", type=positive(float), default=None, help="τ at the end of the schedule (default 1)")
 
+
+def _add_run_args(parser: argparse.ArgumentParser) -> None:
+    """Where the run goes and how it runs: seed, output, resume, upgrade, threads, device, logging."""
     run_group = parser.add_argument_group("run")
     run_group.add_argument("--seed", type=int, default=None, help="seed (default 0); the same seed, the same metrics")
     run_group.add_argument("--out", required=True, type=Path, help="output folder")
@@ -124,8 +145,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="test images on which each epoch measures the DY-ReLU layers' dynamics (dyn_* metrics; default 256)",
     )
     run_group.add_argument("--json", action="store_true", help="print the final metrics as JSON")
-    add_progress_arg(parser)
-    return parser
 
 
 _PLAIN = (
@@ -198,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         except (TypeError, ValueError) as err:
             raise CLIError(str(err)) from None
         check_model_options(config.model, config.act, config.act_kwargs)
-        log = _print if is_main_process() else None
+        log = print_line if is_main_process() else None
         result = fit(config, args.out, resume=args.resume, log=log, progress=want_progress(args))
     if is_main_process() and result.metrics:
         last = result.metrics[-1]
@@ -211,7 +230,3 @@ def run(args: argparse.Namespace) -> int:
                 f"after epoch {best['epoch']}); checkpoint {result.checkpoint}, metrics {args.out / 'metrics.csv'}"
             )
     return 0
-
-
-def _print(line: str) -> None:
-    print(line, flush=True)
