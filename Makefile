@@ -16,6 +16,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -c constraints.txt torch torchvision
 	$(PIP) install --quiet -c constraints.txt -e ".[test,train,vision]"
+	$(BIN)/dyrelu build-kernels
 	touch $@
 
 test: $(VENV)/.installed

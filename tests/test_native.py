@@ -13,9 +13,28 @@ from conftest import tol
 from dyrelu import DyReLUB
 from dyrelu.functional import piecewise_max
 
-requires_native = pytest.mark.skipif(
-    native.native_ops() is None, reason="the native kernels could not be built here (no C++ compiler?)"
-)
+
+def _check_native() -> None:
+    """Skip where the kernels cannot be had (no C++ compiler, ``DYRELU_NATIVE=0``); fail where a compiler is
+    present and the build failed: CI has a compiler, and a broken build must not pass as a skip."""
+    if native.native_ops() is not None:
+        return
+    if not native.native_enabled():
+        pytest.skip("the native kernels are switched off (DYRELU_NATIVE=0)")
+    if native.compiler() is None:
+        pytest.skip("no C++ compiler here: the native kernels cannot be built")
+    pytest.fail(
+        f"the native kernels failed to build although a C++ compiler is present ({native.compiler()}):\n"
+        f"{native.build_error()}"
+    )
+
+
+@pytest.fixture
+def native_required():
+    _check_native()
+
+
+requires_native = pytest.mark.usefixtures("native_required")
 
 
 def _grads(monkeypatch, use_native, x, a, b, scale):
@@ -106,7 +125,7 @@ def test_module_uses_native_kernel_and_agrees(monkeypatch):
 
 def test_failed_build_warns_once_and_falls_back(monkeypatch):
     monkeypatch.setenv("DYRELU_NATIVE", "1")
-    monkeypatch.setattr(native, "_STATE", {"tried": False, "ops": None})
+    monkeypatch.setattr(native, "_STATE", {"tried": False, "ops": None, "error": None})
 
     def broken():
         raise RuntimeError("no compiler\nmore detail")
@@ -243,3 +262,61 @@ def test_native_relu_pieces_at_infinity(monkeypatch, layout):
     assert calls  # the kernel, not the ATen path
     assert y[:, [0, 1, 3]].tolist() == [[float("inf"), 0.0, 2.0**100]] * 3 and y[:, 2].isnan().all()
     assert grad.tolist() == [[1.0, 0.0, 1.0, 1.0]] * 3  # torch.relu's, NaN included
+
+
+def _failed_build(monkeypatch, compiler):
+    monkeypatch.setenv("DYRELU_NATIVE", "1")
+    monkeypatch.setattr(native, "_STATE", {"tried": True, "ops": None, "error": "piecewise_max.cpp:1: error: oops"})
+    monkeypatch.setattr(native, "compiler", lambda: compiler)
+
+
+def test_a_failed_build_fails_the_kernel_tests_where_a_compiler_is_present(monkeypatch):
+    _failed_build(monkeypatch, "/usr/bin/c++")
+    with pytest.raises(pytest.fail.Exception, match=r"failed to build although a C\+\+ compiler is present"):
+        _check_native()
+    _failed_build(monkeypatch, None)
+    with pytest.raises(pytest.skip.Exception, match="no C"):
+        _check_native()
+
+
+def test_build_kernels_command(monkeypatch, capsys):
+    from dyrelu.cli import main
+
+    _failed_build(monkeypatch, "/usr/bin/c++")
+    assert main(["build-kernels"]) == 1
+    assert "failed to build with /usr/bin/c++" in capsys.readouterr().err
+    _failed_build(monkeypatch, None)
+    assert main(["build-kernels"]) == 0
+    assert "no C++ compiler found" in capsys.readouterr().out
+    monkeypatch.setenv("DYRELU_NATIVE", "0")
+    assert main(["build-kernels"]) == 0
+    assert "switched off" in capsys.readouterr().out
+
+
+@requires_native
+def test_build_kernels_command_when_they_build(capsys):
+    from dyrelu.cli import main
+
+    assert main(["build-kernels"]) == 0
+    assert "ready" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("use_native", ["1", "0"])
+@pytest.mark.parametrize("layout", sorted(_LAYOUTS))
+def test_allocates_on_the_input_device_whatever_the_default_device(monkeypatch, use_native, layout):
+    # the kernel's outputs used to follow torch.set_default_device (a meta tensor here: an error)
+    if use_native == "1":
+        _check_native()
+    monkeypatch.setenv("DYRELU_NATIVE", use_native)
+    leaves = [_LAYOUTS[layout](torch.randn(2, 6, 4, 5)), torch.randn(2, 6, 2), torch.randn(2, 6, 2)]
+    leaves = [t.requires_grad_() for t in [*leaves, torch.rand(2, 1, *leaves[0].shape[2:])]]
+    g = torch.randn(leaves[0].shape)
+    want = piecewise_max(*leaves)
+    want_grads = torch.autograd.grad(want, leaves, g)
+    with torch.device("meta"):
+        got = piecewise_max(*leaves)
+        grads = torch.autograd.grad(got, leaves, g)
+    assert got.device.type == "cpu" and all(t.device.type == "cpu" for t in grads)
+    torch.testing.assert_close(got, want)
+    for t, w in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(t, w)

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from dyrelu import _native
 
-__all__ = ["PiecewiseMax", "forward_max", "spatial_mean", "tracing"]
+__all__ = ["PiecewiseMax", "forward_max", "kernel_in_graph", "spatial_mean", "tracing"]
 
 
 # grad where self > threshold, else 0 (a NaN in self keeps grad); a float comparison fused with the select,
@@ -429,6 +429,94 @@ class PiecewiseMax(torch.autograd.Function):
         if torch.is_grad_enabled() or tracing():
             return _backward(grad, x, a, b, scale, needs)
         return _backward_eager(grad, x, a, b, scale, needs)
+
+
+# -- the native kernel as an operator that torch.compile keeps in its graphs --------------------------------
+#
+# torch.ops.dyrelu.piecewise_max and its backward run the eager implementation above (the fused kernel where
+# it applies, else the ATen sequence) as opaque operators with fake implementations (output shapes and
+# strides: empty_like(x), as the kernel allocates) and a registered autograd formula, so that a compiled
+# graph calls the kernel without a graph break. Exporters do not get them: torch.export and ONNX trace the
+# out-of-place ATen formulation (forward_max with functional=True), which any runtime can run.
+
+
+@torch.library.custom_op("dyrelu::piecewise_max", mutates_args=(), device_types="cpu")
+def _kernel_op(x: Tensor, a: Tensor, b: Tensor, scale: Tensor | None) -> Tensor:
+    """``scale * max_k(a_k x + b_k)`` by the native kernel (the ATen sequence where it does not apply)."""
+    return _forward_eager(x, a, b, scale)
+
+
+@_kernel_op.register_fake
+def _kernel_op_fake(x: Tensor, a: Tensor, b: Tensor, scale: Tensor | None) -> Tensor:
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("dyrelu::piecewise_max_backward", mutates_args=(), device_types="cpu")
+def _kernel_op_backward(
+    grad: Tensor, x: Tensor, a: Tensor, b: Tensor, scale: Tensor | None, needs: list[bool]
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The gradients of :func:`_kernel_op` for ``x``, ``a``, ``b``, ``scale``; an empty tensor where not needed."""
+    grads = _backward_eager(grad, x, a, b, scale, tuple(needs))
+    grad_x, grad_a, grad_b, grad_scale = (g if need else None for g, need in zip(grads, needs, strict=True))
+    return (
+        x.new_empty(0) if grad_x is None else grad_x,
+        # the coefficients' gradients can be views of one buffer: operator outputs must not alias
+        x.new_empty(0) if grad_a is None else grad_a.clone(memory_format=torch.contiguous_format),
+        x.new_empty(0) if grad_b is None else grad_b.clone(memory_format=torch.contiguous_format),
+        x.new_empty(0) if grad_scale is None else grad_scale.contiguous(),
+    )
+
+
+@_kernel_op_backward.register_fake
+def _kernel_op_backward_fake(grad, x, a, b, scale, needs):
+    need_x, need_a, need_b, need_scale = needs
+    return (
+        torch.empty_like(x) if need_x else x.new_empty(0),
+        a.new_empty(a.shape) if need_a else x.new_empty(0),
+        b.new_empty(b.shape) if need_b else x.new_empty(0),
+        x.new_empty(scale.shape) if need_scale else x.new_empty(0),
+    )
+
+
+def _kernel_op_setup(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _kernel_op_grad(ctx, grad: Tensor):
+    x, a, b, scale = ctx.saved_tensors
+    needs = [bool(need) for need in ctx.needs_input_grad]
+    grads = torch.ops.dyrelu.piecewise_max_backward(grad, x, a, b, scale, needs)
+    return tuple(g if need else None for g, need in zip(grads, needs, strict=True))
+
+
+_kernel_op.register_autograd(_kernel_op_grad, setup_context=_kernel_op_setup)
+
+# Whether torch.compile calls the kernel (True) or compiles the ATen formulation (False); None: the default,
+# the faster of the two in a compiled training step (docs/benchmarks.md).
+COMPILE_WITH_KERNEL: bool | None = None
+_COMPILE_WITH_KERNEL_DEFAULT = True
+
+
+@torch.compiler.assume_constant_result
+def _kernel_available() -> bool:
+    """Whether the native kernels are built (building them now if need be): a constant in captured graphs."""
+    return _native.native_ops() is not None
+
+
+def kernel_in_graph(x: Tensor, a: Tensor) -> bool:
+    """Whether the graph being compiled calls the native kernel (``torch.ops.dyrelu.piecewise_max``).
+
+    Only under torch.compile (not torch.export, ONNX or TorchScript tracing: exporters get the ATen
+    formulation), for what the kernel covers (CPU; float32, float64, bfloat16; up to 4 pieces), and when
+    :data:`COMPILE_WITH_KERNEL` (or its default) says so. torch < 2.6 has no ``torch.compiler.is_exporting``
+    to tell export from compile: there it is always the ATen formulation.
+    """
+    is_exporting = getattr(torch.compiler, "is_exporting", None)
+    if is_exporting is None or not torch.compiler.is_compiling() or is_exporting() or torch.jit.is_tracing():
+        return False
+    wanted = _COMPILE_WITH_KERNEL_DEFAULT if COMPILE_WITH_KERNEL is None else COMPILE_WITH_KERNEL
+    covered = x.device.type == "cpu" and x.dtype in _native.DTYPES and a.shape[-1] <= _native.MAX_PIECES
+    return wanted and covered and _kernel_available()
 
 
 class _SpatialMean(torch.autograd.Function):

@@ -20,7 +20,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from dyrelu._piecewise import PiecewiseMax, forward_max, tracing
+from dyrelu._piecewise import PiecewiseMax, forward_max, kernel_in_graph, tracing
 
 __all__ = [
     "coefficients",
@@ -63,7 +63,9 @@ def piecewise_max(x: Tensor, a: Tensor, b: Tensor, scale: Tensor | None = None) 
         - scale: :math:`(N, 1, *)`
         - output: :math:`(N, C, *)`, with the memory layout of ``x``.
 
-    Only ``x`` and the coefficients are saved for backward; no ``K``-times expanded tensor is kept.
+    Only ``x`` and the coefficients are saved for backward; no ``K``-times expanded tensor is kept. On the CPU
+    a fused native kernel computes it (float32, float64, bfloat16), also inside torch.compile'd graphs, where
+    it is the operator ``torch.ops.dyrelu.piecewise_max``; torch.export and ONNX get ATen operations.
 
     Edge values: an infinite ``x`` (fp16 overflow, say) takes the limit ``x -> +-inf``: a zero slope (or scale)
     times ``+-inf`` contributes 0, not NaN, and the gradient follows the piece active in the limit, so that
@@ -81,6 +83,8 @@ def piecewise_max(x: Tensor, a: Tensor, b: Tensor, scale: Tensor | None = None) 
     b = b.to(x.dtype)
     if scale is not None:
         scale = scale.to(x.dtype)
+    if tracing() and kernel_in_graph(x, a):
+        return torch.ops.dyrelu.piecewise_max(x, a, b, scale)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, a, b, scale))
     if not needs_grad:
         return forward_max(x, a, b, scale)

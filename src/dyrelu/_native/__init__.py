@@ -5,6 +5,11 @@ compiler (torch.utils.cpp_extension; about a minute, then cached under ``TORCH_E
 ``~/.cache/torch_extensions``) and returns ``torch.ops.dyrelu_native``. When the build fails (no
 compiler, say), it warns once and returns None: :mod:`dyrelu._piecewise` then runs its ATen
 implementation, which computes the same values more slowly. ``DYRELU_NATIVE=0`` skips the kernels.
+``dyrelu build-kernels`` (:func:`build_kernels`) builds them ahead of the first forward pass.
+
+Covered: CPU tensors of float32, float64 and bfloat16 (computed in float32), up to 4 pieces. float16 is
+not: c10::Half's conversions do not vectorise, and a float16 kernel measured 2.6x slower than the ATen
+path (forward + backward, ``(128, 32, 14, 14)``, 1 thread); CPU autocast uses bfloat16 by default.
 """
 
 from __future__ import annotations
@@ -25,11 +30,11 @@ from typing import Any
 
 import torch
 
-__all__ = ["native_enabled", "native_ops"]
+__all__ = ["DTYPES", "MAX_PIECES", "build_error", "build_kernels", "compiler", "native_enabled", "native_ops"]
 
 _SOURCE = Path(__file__).with_name("piecewise_max.cpp")
 _LOCK = threading.Lock()
-_STATE: dict[str, Any] = {"tried": False, "ops": None}
+_STATE: dict[str, Any] = {"tried": False, "ops": None, "error": None}
 _log = logging.getLogger("dyrelu")
 
 
@@ -116,7 +121,8 @@ def native_ops() -> Any:
             try:
                 _STATE["ops"] = _build()
             except Exception as err:  # any build or load failure: fall back, say why once
-                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                _STATE["error"] = str(err).strip() or type(err).__name__
+                first = _STATE["error"].splitlines()[0]
                 warnings.warn(
                     f"dyrelu: the native CPU kernels could not be built ({first[:200]}); using the slower ATen "
                     "implementation. Set DYRELU_NATIVE=0 to skip the attempt.",
@@ -127,10 +133,36 @@ def native_ops() -> Any:
     return _STATE["ops"]
 
 
+def build_error() -> str | None:
+    """Why the last build failed (the compiler's output, as torch reports it), or None."""
+    return _STATE["error"]
+
+
+def compiler() -> str | None:
+    """The C++ compiler torch's extension builder would run (``$CXX``, else ``c++``), if it is on ``PATH``."""
+    return shutil.which(os.environ.get("CXX", "c++"))
+
+
+def build_kernels() -> dict[str, Any]:
+    """Build (or load) the kernels now, ahead of the first forward pass: what ``dyrelu build-kernels`` runs.
+
+    Returns ``{"ok", "seconds", "compiler", "error", "disabled"}``; never raises for a failed build.
+    """
+    start = time.perf_counter()
+    ops = native_ops()
+    return {
+        "ok": ops is not None,
+        "seconds": time.perf_counter() - start,
+        "compiler": compiler(),
+        "error": build_error(),
+        "disabled": not native_enabled(),
+    }
+
+
 # -- the glue between dyrelu._piecewise's tensors and the kernels' 3-d layouts ------------------------
 
-_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
-_MAX_PIECES = 4
+DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+MAX_PIECES = 4
 
 
 def _layout(x: torch.Tensor) -> bool | None:
@@ -152,15 +184,15 @@ def _view3(t: torch.Tensor, rows: bool) -> torch.Tensor:
     return t.movedim(1, -1).view(n, s, c) if rows else t.view(n, c, s)
 
 
-def _like(x: torch.Tensor, rows: bool) -> torch.Tensor:
-    """An uninitialised tensor in ``x``'s shape and the kernels' layout."""
-    if rows and not x.is_contiguous():
-        return torch.empty(x.movedim(1, -1).shape, dtype=x.dtype).movedim(-1, 1)
-    return torch.empty(x.shape, dtype=x.dtype)
+def _like(x: torch.Tensor) -> torch.Tensor:
+    """An uninitialised tensor like ``x``: its shape, dtype, device and strides, so the layout :func:`_layout`
+    chose for ``x`` (``x`` is dense there), whatever ``torch.set_default_device`` says; the same as the fake
+    implementation of ``torch.ops.dyrelu.piecewise_max`` allocates."""
+    return torch.empty_like(x, memory_format=torch.preserve_format)
 
 
 def _usable(x: torch.Tensor, a: torch.Tensor) -> Any:
-    if x.device.type != "cpu" or x.dtype not in _DTYPES or a.shape[-1] > _MAX_PIECES or x.numel() == 0:
+    if x.device.type != "cpu" or x.dtype not in DTYPES or a.shape[-1] > MAX_PIECES or x.numel() == 0:
         return None
     return native_ops()
 
@@ -185,7 +217,7 @@ def forward(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scale: torch.Tens
     rows = _layout(x) if ops is not None else None
     if rows is None:
         return None
-    y = _like(x, rows)
+    y = _like(x)
     dtype = _opmath(x.dtype)
     ops.forward(
         _view3(x, rows), _coefficients(a, dtype), _coefficients(b, dtype), _scale(scale, x), rows, _view3(y, rows)
@@ -215,7 +247,7 @@ def backward(
     grad3 = (grad.movedim(1, -1) if rows else grad).contiguous().view(x3.shape)
     need_x, need_a, need_b, need_scale = needs
     need_coef = need_a or need_b
-    grad_x = _like(x, rows) if need_x else None
+    grad_x = _like(x) if need_x else None
     sums, gsc = ops.backward(
         grad3,
         x3,

@@ -24,6 +24,7 @@ _COMMANDS: tuple[str, ...] = (
     "report",
     "visualize",
     "keypoints",
+    "build_kernels",
 )
 
 
