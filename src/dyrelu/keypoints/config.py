@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dyrelu.keypoints.synthetic import ITEM_SOURCES
-from dyrelu.recipe import DYRELU_C_KWARGS, SCRATCH_DYRELU_KWARGS, SCRATCH_TRAIN_OPTIONS
+from dyrelu.recipe import SCRATCH_TRAIN_OPTIONS, read_before_recipe, scratch_act_kwargs
+from dyrelu.train.config import check_fields
 
 __all__ = ["KEYPOINT_MODEL_FIELDS", "KeypointConfig"]
 
@@ -155,16 +156,10 @@ class KeypointConfig:
             raise ValueError(f"expected a positive tau_start, got {self.tau_start}")
         if not self.hyper_lr_scale > 0:
             raise ValueError(f"expected hyper_lr_scale > 0, got {self.hyper_lr_scale!r}")
-        # DY-ReLU trained from scratch gets the recipe's module options, recorded in the config.
-        if str(self.backbone_act).lower().startswith("dyrelu"):
-            self.backbone_act_kwargs = {**SCRATCH_DYRELU_KWARGS, **self.backbone_act_kwargs}
-        if str(self.head_act).lower().startswith("dyrelu"):
-            self.head_act_kwargs = {**SCRATCH_DYRELU_KWARGS, **self.head_act_kwargs}
-        # DY-ReLU-C's attention options too: a saved config says which attention the run computed.
-        if str(self.backbone_act).lower() == "dyrelu_c":
-            self.backbone_act_kwargs = {**DYRELU_C_KWARGS, **self.backbone_act_kwargs}
-        if str(self.head_act).lower() == "dyrelu_c":
-            self.head_act_kwargs = {**DYRELU_C_KWARGS, **self.head_act_kwargs}
+        # DY-ReLU trained from scratch gets the recipe's module options, recorded in the config (DY-ReLU-C: which
+        # attention the run computed, too).
+        self.backbone_act_kwargs = scratch_act_kwargs(self.backbone_act, self.backbone_act_kwargs)
+        self.head_act_kwargs = scratch_act_kwargs(self.head_act, self.head_act_kwargs)
 
     @property
     def heatmap_stride(self) -> int:
@@ -183,18 +178,9 @@ class KeypointConfig:
             >>> KeypointConfig.from_dict(KeypointConfig(epochs=3).to_dict()).epochs
             3
         """
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown keypoint training options {unknown}, expected some of {sorted(known)}")
-        if "hyper_weight_decay" not in values:  # a config of dyrelu 0.1, from before the recipe: its settings
-            values = {**values, "hyper_weight_decay": True, "hyper_lr_scale": 1.0}
-            for act, kwargs in (("backbone_act", "backbone_act_kwargs"), ("head_act", "head_act_kwargs")):
-                if str(values.get(act)).lower().startswith("dyrelu"):
-                    values[kwargs] = {"zero_init_last": True, **values.get(kwargs, {})}
-                if str(values.get(act)).lower() == "dyrelu_c":  # 0.1's DY-ReLU-C had raw attention logits
-                    values[kwargs] = {"spatial_norm": False, **values[kwargs]}
-        return cls(**values)
+        check_fields(cls, values, "keypoint training options")
+        acts = [("backbone_act", "backbone_act_kwargs"), ("head_act", "head_act_kwargs")]
+        return cls(**read_before_recipe(values, acts))
 
     def replace(self, **changes: Any) -> KeypointConfig:
         """A copy with ``changes``."""

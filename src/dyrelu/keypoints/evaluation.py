@@ -16,11 +16,9 @@ from dyrelu.keypoints.heatmaps import decode_heatmaps, gaussian_heatmaps
 from dyrelu.keypoints.metrics import oks, oks_ap, pck
 from dyrelu.keypoints.model import KeypointNet
 from dyrelu.keypoints.synthetic import IMAGE_MEAN, IMAGE_STD, KEYPOINT_NAMES, KeypointDataset, make_keypoint_dataset
-from dyrelu.train.checkpoint import CheckpointError, load_checkpoint
+from dyrelu.train.checkpoint import CheckpointError, loaded_checkpoint
 from dyrelu.train.evaluation import load_model_state
-from dyrelu.train.runtime import (
-    set_cpu_threads,
-)
+from dyrelu.train.runtime import set_cpu_threads
 
 __all__ = [
     "TASK",
@@ -187,8 +185,7 @@ def keypoint_model_from_checkpoint(
     Raises:
         CheckpointError: unreadable, not a keypoint checkpoint, or its weights do not fit its model.
     """
-    state = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
-    where = "the checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
+    state, where = loaded_checkpoint(checkpoint)
     check_task(state, where)
     try:
         config = KeypointConfig.from_dict(state["config"])

@@ -26,6 +26,7 @@ __all__ = [
     "capture_rng",
     "find_checkpoint",
     "load_checkpoint",
+    "loaded_checkpoint",
     "restore_rng",
     "save_checkpoint",
 ]
@@ -105,6 +106,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"checkpoint {path} has format version {state['version']}; this dyrelu reads up to {_VERSION}, upgrade it"
         )
     return _upgrade(state)
+
+
+def loaded_checkpoint(checkpoint: str | os.PathLike | dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """``checkpoint`` loaded (a path, or an already loaded checkpoint as is) and how error messages name it.
+
+    Raises:
+        CheckpointError: as :func:`load_checkpoint`.
+    """
+    if isinstance(checkpoint, dict):
+        return checkpoint, "the checkpoint"
+    return load_checkpoint(checkpoint), str(checkpoint)
 
 
 #: The (activation, its options) fields of the configs: classification's TrainConfig, keypoints' KeypointConfig.

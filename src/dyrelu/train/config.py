@@ -6,9 +6,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from dyrelu.recipe import DYRELU_C_KWARGS, SCRATCH_DYRELU_KWARGS, SCRATCH_TRAIN_OPTIONS
+from dyrelu.recipe import SCRATCH_TRAIN_OPTIONS, read_before_recipe, scratch_act_kwargs
 
-__all__ = ["MODEL_FIELDS", "TrainConfig"]
+__all__ = ["MODEL_FIELDS", "TrainConfig", "check_fields"]
 
 #: Fields that define the network; a checkpoint rebuilds the model from them alone.
 MODEL_FIELDS = ("model", "act", "act_kwargs", "act_context", "num_classes", "in_chans", "small_input")
@@ -17,8 +17,14 @@ _OPTIMIZERS = ("sgd", "adamw")
 _AMP = ("none", "bf16", "fp16")
 _DEFAULT_LR = {"sgd": 0.1, "adamw": 1e-3}
 _DEFAULT_WD = {"sgd": 5e-4, "adamw": 0.05}
-#: How dyrelu 0.1 trained DY-ReLU (before the recipe study): what a config without these fields meant.
-_BEFORE_RECIPE = {"hyper_weight_decay": True, "hyper_lr_scale": 1.0}
+
+
+def check_fields(cls: type, values: dict[str, Any], what: str) -> None:
+    """Raise ``ValueError`` naming the keys of ``values`` that are not fields of the dataclass ``cls``."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}, expected some of {sorted(known)}")
 
 
 @dataclass
@@ -151,11 +157,9 @@ class TrainConfig:
         if self.init_from is not None and str(self.act).lower().startswith("dyrelu"):
             # An upgrade starts where the trained network is: a fresh DY-ReLU computes its ReLU exactly.
             self.act_kwargs = {"zero_init_last": True, **self.act_kwargs}
-        elif self.act is not None and str(self.act).lower().startswith("dyrelu"):
-            # DY-ReLU trained from scratch gets the recipe's module options, recorded in the config.
-            self.act_kwargs = {**SCRATCH_DYRELU_KWARGS, **self.act_kwargs}
-        if str(self.act).lower() == "dyrelu_c":  # recorded too: which attention the run computed
-            self.act_kwargs = {**DYRELU_C_KWARGS, **self.act_kwargs}
+        # DY-ReLU trained from scratch gets the recipe's module options (an upgrade keeps its zero_init_last=True),
+        # recorded in the config; DY-ReLU-C records which attention the run computed, too.
+        self.act_kwargs = scratch_act_kwargs(self.act, self.act_kwargs)
         if self.act_context not in ("input", "block"):
             raise ValueError(f"unknown act_context {self.act_context!r}, expected 'input' or 'block'")
         if self.tau_start is not None and self.tau_start <= 0:
@@ -179,17 +183,8 @@ class TrainConfig:
             >>> TrainConfig.from_dict(TrainConfig(epochs=3).to_dict()).epochs
             3
         """
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown training options {unknown}, expected some of {sorted(known)}")
-        if "hyper_weight_decay" not in values:  # a config of dyrelu 0.1, from before the recipe: its settings
-            values = {**values, **_BEFORE_RECIPE}
-            if str(values.get("act")).lower().startswith("dyrelu"):
-                values["act_kwargs"] = {"zero_init_last": True, **values.get("act_kwargs", {})}
-            if str(values.get("act")).lower() == "dyrelu_c":  # 0.1's DY-ReLU-C had raw attention logits
-                values["act_kwargs"] = {"spatial_norm": False, **values["act_kwargs"]}
-        return cls(**values)
+        check_fields(cls, values, "training options")
+        return cls(**read_before_recipe(values, [("act", "act_kwargs")]))
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes``; the per-optimizer defaults follow a changed ``opt``."""

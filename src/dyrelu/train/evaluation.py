@@ -13,7 +13,7 @@ from torch.nn.parameter import is_lazy
 
 from dyrelu.data import BatchLoader, DataError, ImageDataset, create_dataset
 from dyrelu.train import distributed as D
-from dyrelu.train.checkpoint import CheckpointError, load_checkpoint
+from dyrelu.train.checkpoint import CheckpointError, loaded_checkpoint
 from dyrelu.train.config import TrainConfig
 
 __all__ = ["build_model", "evaluate", "evaluate_checkpoint", "model_from_checkpoint", "upgrade_model"]
@@ -121,8 +121,7 @@ def model_from_checkpoint(
     Raises:
         CheckpointError: the checkpoint is unreadable, or its weights do not fit its model.
     """
-    state = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
-    where = "the checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
+    state, where = loaded_checkpoint(checkpoint)
     try:
         config = TrainConfig.from_dict(state["config"])
     except (TypeError, ValueError) as err:
