@@ -76,42 +76,12 @@ def estimate_costs(
         rounds: interleaved rounds; each configuration's median over rounds counts.
         steps: training steps (and evaluation batches) timed per configuration and round, after one untimed.
     """
-    from dyrelu.train import create_optimizer
-
     if rounds < 1 or steps < 1:
         raise ValueError(f"expected rounds >= 1 and steps >= 1, got rounds={rounds}, steps={steps}")
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        generator = torch.Generator().manual_seed(0)
-        images = torch.randn(budget.batch_size, 1, 28, 28, generator=generator).to(memory_format=torch.channels_last)
-        labels = torch.randint(0, 10, (budget.batch_size,), generator=generator)
-        eval_images = torch.randn(2 * budget.batch_size, 1, 28, 28, generator=generator)
-        eval_images = eval_images.to(memory_format=torch.channels_last)
-        # configurations that differ only in their schedule or optimiser share a network: time it once
-        networks = list(dict.fromkeys(_network_key(config, budget) for config in configs))
-        setups = []
-        for key in networks:
-            config = next(c for c in configs if _network_key(c, budget) == key)
-            model = _network(config, budget)
-            train = {**budget.extra, **dict(config.train_kwargs)}
-            optimizer = create_optimizer(
-                model,
-                "sgd",
-                budget.lr,
-                5e-4,
-                hyper_lr_scale=train.get("hyper_lr_scale", 1.0),
-                hyper_weight_decay=train.get("hyper_weight_decay", True),
-            )
-            setups.append((model, optimizer))
-        step_times: list[list[float]] = [[] for _ in networks]
-        eval_times: list[list[float]] = [[] for _ in networks]
-        for _ in range(rounds):
-            for i, (model, optimizer) in enumerate(setups):
-                step_times[i].append(_time_steps(model, optimizer, images, labels, steps))
-                eval_times[i].append(_time_eval(model, eval_images, steps) / eval_images.shape[0])
-    finally:
-        torch.set_num_threads(previous)
+    # configurations that differ only in their schedule or optimiser share a network: time it once
+    networks = list(dict.fromkeys(_network_key(config, budget) for config in configs))
+    setups = [next(c for c in configs if _network_key(c, budget) == key) for key in networks]
+    step_times, eval_times = _time(setups, budget, threads, rounds, steps)
     train_images = budget.data_fraction * (_TRAIN_IMAGES - budget.val_size)
     estimates = []
     for config in configs:
@@ -128,6 +98,44 @@ def estimate_costs(
             )
         )
     return estimates
+
+
+def _time(
+    configs: Sequence[Config], budget: Budget, threads: int, rounds: int, steps: int
+) -> tuple[list[list[float]], list[list[float]]]:
+    """Each configuration's median seconds per training step and per evaluated image, in each of ``rounds``."""
+    from dyrelu.train import create_optimizer
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        generator = torch.Generator().manual_seed(0)
+        images = torch.randn(budget.batch_size, 1, 28, 28, generator=generator).to(memory_format=torch.channels_last)
+        labels = torch.randint(0, 10, (budget.batch_size,), generator=generator)
+        eval_images = torch.randn(2 * budget.batch_size, 1, 28, 28, generator=generator)
+        eval_images = eval_images.to(memory_format=torch.channels_last)
+        setups = []
+        for config in configs:
+            model = _network(config, budget)
+            train = {**budget.extra, **dict(config.train_kwargs)}
+            optimizer = create_optimizer(
+                model,
+                "sgd",
+                budget.lr,
+                5e-4,
+                hyper_lr_scale=train.get("hyper_lr_scale", 1.0),
+                hyper_weight_decay=train.get("hyper_weight_decay", True),
+            )
+            setups.append((model, optimizer))
+        step_times: list[list[float]] = [[] for _ in configs]
+        eval_times: list[list[float]] = [[] for _ in configs]
+        for _ in range(rounds):
+            for i, (model, optimizer) in enumerate(setups):
+                step_times[i].append(_time_steps(model, optimizer, images, labels, steps))
+                eval_times[i].append(_time_eval(model, eval_images, steps) / eval_images.shape[0])
+    finally:
+        torch.set_num_threads(previous)
+    return step_times, eval_times
 
 
 def _network_key(config: Config, budget: Budget) -> tuple:

@@ -110,22 +110,8 @@ class KeypointNet(nn.Module):
         super().__init__()
         from dyrelu.models import create_model
         from dyrelu.recipe import SCRATCH_DYRELU_KWARGS
-        from dyrelu.registry import create_act
 
-        for name, value, low in (
-            ("num_keypoints", num_keypoints, 1),
-            ("head_layers", head_layers, 1),
-            ("head_channels", head_channels, 1),
-            ("in_chans", in_chans, 1),
-            ("output_stride", output_stride, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"expected {name} to be an integer >= {low}, got {value!r}")
-        if output_stride % 2**head_layers:
-            raise ValueError(
-                f"expected output_stride divisible by 2**head_layers = {2**head_layers} (each head layer doubles "
-                f"the resolution), got output_stride={output_stride}"
-            )
+        _check_sizes(num_keypoints, head_layers, head_channels, in_chans, output_stride)
         head_kwargs = dict(head_act_kwargs or {})
         if str(head_act).lower().startswith("dyrelu"):  # trained from scratch: the recipe, as create_model does
             head_kwargs = {**SCRATCH_DYRELU_KWARGS, **head_kwargs}
@@ -137,26 +123,9 @@ class KeypointNet(nn.Module):
             small_input=small_input,
             **dict(backbone_act_kwargs or {}),
         )
-        layers = _feature_layers(full)
-        shapes = _probe(layers, in_chans, 64)
-        strides = sorted({s for s, _ in shapes})
-        if output_stride not in strides:
-            raise ValueError(f"{backbone} cannot be cut at output_stride={output_stride}, expected one of {strides}")
-        cut = max(i for i, (s, _) in enumerate(shapes) if s == output_stride)
-        self.backbone = nn.Sequential()
-        for name, layer in layers[: cut + 1]:
-            self.backbone.add_module(name.replace(".", "_"), layer)
-        channels = shapes[cut][1]
-        head: list[nn.Module] = []
-        for _ in range(head_layers):
-            head += [
-                nn.ConvTranspose2d(channels, head_channels, 4, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(head_channels),
-                create_act(head_act, head_channels, **head_kwargs),
-            ]
-            channels = head_channels
-        self.head = nn.Sequential(*head)
-        self.final = nn.Conv2d(channels, num_keypoints, 1)
+        self.backbone, channels = _cut(full, backbone, in_chans, output_stride)
+        self.head = _deconvolutions(channels, head_layers, head_channels, head_act, head_kwargs)
+        self.final = nn.Conv2d(head_channels, num_keypoints, 1)
         # SimpleBaseline's initialisation of the head
         for m in self.head.modules():
             if isinstance(m, nn.ConvTranspose2d):
@@ -169,3 +138,52 @@ class KeypointNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.final(self.head(self.backbone(x)))
+
+
+def _check_sizes(num_keypoints: int, head_layers: int, head_channels: int, in_chans: int, output_stride: int) -> None:
+    """Raise ``ValueError`` on a size that is not a positive integer, or a stride the head cannot reach."""
+    for name, value in (
+        ("num_keypoints", num_keypoints),
+        ("head_layers", head_layers),
+        ("head_channels", head_channels),
+        ("in_chans", in_chans),
+        ("output_stride", output_stride),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"expected {name} to be an integer >= 1, got {value!r}")
+    if output_stride % 2**head_layers:
+        raise ValueError(
+            f"expected output_stride divisible by 2**head_layers = {2**head_layers} (each head layer doubles "
+            f"the resolution), got output_stride={output_stride}"
+        )
+
+
+def _cut(full: nn.Module, name: str, in_chans: int, output_stride: int) -> tuple[nn.Sequential, int]:
+    """The feature layers of the classification network ``full`` up to ``output_stride``, and their channels."""
+    layers = _feature_layers(full)
+    shapes = _probe(layers, in_chans, 64)
+    strides = sorted({s for s, _ in shapes})
+    if output_stride not in strides:
+        raise ValueError(f"{name} cannot be cut at output_stride={output_stride}, expected one of {strides}")
+    cut = max(i for i, (s, _) in enumerate(shapes) if s == output_stride)
+    backbone = nn.Sequential()
+    for layer_name, layer in layers[: cut + 1]:
+        backbone.add_module(layer_name.replace(".", "_"), layer)
+    return backbone, shapes[cut][1]
+
+
+def _deconvolutions(
+    channels: int, layers: int, head_channels: int, act: str, act_kwargs: dict[str, Any]
+) -> nn.Sequential:
+    """SimpleBaseline's head: ``layers`` times a stride-2 transposed convolution, batch norm and ``act``."""
+    from dyrelu.registry import create_act
+
+    head: list[nn.Module] = []
+    for _ in range(layers):
+        head += [
+            nn.ConvTranspose2d(channels, head_channels, 4, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(head_channels),
+            create_act(act, head_channels, **act_kwargs),
+        ]
+        channels = head_channels
+    return nn.Sequential(*head)

@@ -441,23 +441,9 @@ def make_keypoint_dataset(
         >>> torch.equal(a.images, b.images[:3]) and torch.equal(a.keypoints, b.keypoints[:3])
         True
     """
-    if split not in _SPLITS:
-        raise ValueError(f"unknown split {split!r}, expected one of {', '.join(_SPLITS)}")
-    if items not in ITEM_SOURCES:
-        raise ValueError(f"unknown item source {items!r}, expected one of {', '.join(ITEM_SOURCES)}")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
-        raise ValueError(f"expected num_samples to be an integer >= 0, got {num_samples!r}")
-    if not isinstance(image_size, int) or image_size < 16:
-        raise ValueError(f"expected image_size to be an integer >= 16, got {image_size!r}")
-    if not isinstance(max_distractors, int) or max_distractors < 0:
-        raise ValueError(f"expected max_distractors to be an integer >= 0, got {max_distractors!r}")
-    if not 0.0 <= max_rotation <= 180.0:
-        raise ValueError(f"expected max_rotation in [0, 180] degrees, got {max_rotation}")
-    for name, (lo, hi) in (("target_scale", target_scale), ("distractor_scale", distractor_scale)):
-        if not 0.0 < lo <= hi <= 1.0:
-            raise ValueError(f"expected {name} as (low, high) with 0 < low <= high <= 1, got {(lo, hi)}")
-    if not 0.0 <= margin < (image_size - 1) / 4:
-        raise ValueError(f"expected margin in [0, {(image_size - 1) / 4}), got {margin}")
+    _check_arguments(
+        num_samples, split, image_size, items, max_distractors, max_rotation, target_scale, distractor_scale, margin
+    )
     bank = _item_bank(items, split, None if data_dir is None else str(data_dir))
     box_list, centroid_list = bank[1].tolist(), bank[2].tolist()
     name = f"keypoints-{items}-{split}"
@@ -490,3 +476,34 @@ def make_keypoint_dataset(
         )
     images, keypoints, sizes, areas = (torch.cat(column) for column in zip(*parts, strict=True))
     return KeypointDataset(images, keypoints, torch.ones(len(images), k, dtype=torch.bool), sizes, areas, name)
+
+
+def _check_arguments(
+    num_samples: int,
+    split: str,
+    image_size: int,
+    items: str,
+    max_distractors: int,
+    max_rotation: float,
+    target_scale: tuple[float, float],
+    distractor_scale: tuple[float, float],
+    margin: float,
+) -> None:
+    """Raise ``ValueError`` naming the first of :func:`make_keypoint_dataset`'s arguments that is out of range."""
+    if split not in _SPLITS:
+        raise ValueError(f"unknown split {split!r}, expected one of {', '.join(_SPLITS)}")
+    if items not in ITEM_SOURCES:
+        raise ValueError(f"unknown item source {items!r}, expected one of {', '.join(ITEM_SOURCES)}")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
+        raise ValueError(f"expected num_samples to be an integer >= 0, got {num_samples!r}")
+    if not isinstance(image_size, int) or image_size < 16:
+        raise ValueError(f"expected image_size to be an integer >= 16, got {image_size!r}")
+    if not isinstance(max_distractors, int) or max_distractors < 0:
+        raise ValueError(f"expected max_distractors to be an integer >= 0, got {max_distractors!r}")
+    if not 0.0 <= max_rotation <= 180.0:
+        raise ValueError(f"expected max_rotation in [0, 180] degrees, got {max_rotation}")
+    for name, (lo, hi) in (("target_scale", target_scale), ("distractor_scale", distractor_scale)):
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(f"expected {name} as (low, high) with 0 < low <= high <= 1, got {(lo, hi)}")
+    if not 0.0 <= margin < (image_size - 1) / 4:
+        raise ValueError(f"expected margin in [0, {(image_size - 1) / 4}), got {margin}")
