@@ -38,3 +38,16 @@ def dyrelu_reference(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scale: t
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module's tests, restored after (``pytestmark = pytest.mark.usefixtures(...)``).
+
+    Their inputs are tiny: a second thread only adds contention on the shared 2-core machines, and a test
+    elsewhere that sets the thread count without restoring it must not slow these down.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

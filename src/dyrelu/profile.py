@@ -8,16 +8,8 @@ from __future__ import annotations
 
 import warnings
 
-from dyrelu.analysis.cost import (
-    ActProfile,
-    Profile,
-    compare_acts,
-    count_params,
-    format_comparison,
-    profile_model,
-)
-
-__all__ = ["ActProfile", "Profile", "compare_acts", "count_params", "format_comparison", "profile_model"]
+from dyrelu.analysis.cost import *  # noqa: F403  (the alias re-exports every public name)
+from dyrelu.analysis.cost import __all__  # noqa: F401
 
 warnings.warn(
     "dyrelu.profile is deprecated (removed in dyrelu 0.3): import dyrelu.analysis.cost",

@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from torch import nn
 
 from dyrelu import DyReLUA, DyReLUB, DyReLUC
 from dyrelu.analysis.cost import ActProfile, Profile, compare_acts, count_params, format_comparison, profile_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny inputs: a second thread only adds contention on the shared 2-core machines.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny() -> nn.Module:

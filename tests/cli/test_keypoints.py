@@ -10,6 +10,7 @@ from dyrelu.cli import main
 from dyrelu.experiments.keypoints import append_keypoint_row
 from dyrelu.recipe import DYRELU_C_KWARGS, SCRATCH_DYRELU_KWARGS
 from dyrelu.train import read_metrics
+from tests.experiments.rows import keypoint_row
 
 TINY = [
     "--items",
@@ -81,33 +82,7 @@ def test_grid_dry_run_and_report(tmp_path, capsys):
     assert len(runs) == 32 and runs[0] == "mobilenetv2_035-relu-relu-seed0"
     assert main(["keypoints", "report", "--results", str(results)]) == 2
     assert "no results in" in capsys.readouterr().err
-    row = {
-        "experiment": "K1",
-        "run": "mobilenetv2_035-relu-relu-seed0",
-        "backbone": "mobilenetv2_035",
-        "backbone_act": "relu",
-        "head_act": "relu",
-        "seed": 0,
-        "epochs": 4,
-        "num_train": 8192,
-        "num_test": 1024,
-        "image_size": 64,
-        "items": "fashion-mnist",
-        "batch_size": 32,
-        "test_ap": 0.5,
-        "test_ap50": 0.8,
-        "test_ap75": 0.5,
-        "test_pck": 0.7,
-        "test_oks": 0.6,
-        "params": 184000,
-        "madds": 8000000,
-        "train_seconds": 100.0,
-        "seconds_per_epoch": 25.0,
-        "threads": 1,
-        "torch": "2.14.1",
-        "commit": "abc1234",
-    }
-    append_keypoint_row(results, row)
+    append_keypoint_row(results, keypoint_row("relu", "relu", 0, 0.5, pck=0.7))
     assert main(["keypoints", "grid", "--results", str(results), "--seeds", "0,1", "--dry-run"]) == 0
     assert len(capsys.readouterr().out.split()) == 31
     assert main(["keypoints", "report", "--results", str(results)]) == 0

@@ -19,14 +19,7 @@ from dyrelu.convert import ConversionError
 DYRELU = (DyReLUA, DyReLUB, DyReLUC)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These small inputs gain nothing from intra-op threads, and on shared CPUs the threads' contention makes
-    # the real-network tests several times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- helpers --------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Result rows the experiments tests write: the classification grid's CSV columns with made-up values."""
+"""Result rows the experiments tests write: the grids' CSV columns with made-up values."""
 
 from __future__ import annotations
 
@@ -49,3 +49,36 @@ def c2_rows(a, b, c, relu=90.0):
         for act, acc in (("relu", relu), ("dyrelu_a", a), ("dyrelu_b", b), ("dyrelu_c", c)):
             rows.append(row("mobilenetv2_035", act, seed, acc + jitter))
     return rows
+
+
+def keypoint_row(backbone_act, head_act, seed, ap, pck=0.6):
+    """A K1 results row of ``mobilenetv2_035`` with ``backbone_act`` and ``head_act`` at AP ``ap`` (in [0, 1])."""
+    return {
+        "experiment": "K1",
+        "run": f"mobilenetv2_035-{backbone_act}-{head_act}-seed{seed}",
+        "backbone": "mobilenetv2_035",
+        "backbone_act": backbone_act,
+        "head_act": head_act,
+        "seed": seed,
+        "epochs": 4,
+        "num_train": 8192,
+        "num_test": 1024,
+        "image_size": 64,
+        "items": "fashion-mnist",
+        "batch_size": 32,
+        "test_ap": ap,
+        "test_ap50": min(ap + 0.2, 1.0),
+        "test_ap75": ap / 2,
+        "test_pck": pck,
+        "test_oks": 0.5,
+        "test_loss": 0.005,
+        "train_loss": 0.004,
+        "params": 184_000 if backbone_act == "relu" else 440_000,
+        "madds": 8_000_000,
+        "train_seconds": 120.0,
+        "seconds_per_epoch": 30.0,
+        "cpu_seconds": 110.0 if backbone_act == "relu" else 200.0,
+        "threads": 1,
+        "torch": "2.14.1",
+        "commit": "abc1234",
+    }

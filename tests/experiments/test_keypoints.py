@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,8 @@ from dyrelu.experiments.keypoints import (
     run_keypoint_grid,
 )
 from dyrelu.experiments.report import keypoint_report
+from tests.experiments.rows import keypoint_row
+from tests.pins import assert_clean_import, assert_pinned
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,18 +28,8 @@ def test_public_api_is_pinned_and_imports_no_vision_package():
     import dyrelu.experiments as experiments
     from dyrelu.experiments import claims, estimate, grid, keypoints, report, stats
 
-    def isort(name):  # constants, classes, functions (ruff's RUF022 order)
-        return not name.isupper(), not name[0].isupper(), name
-
-    for module in (experiments, claims, estimate, grid, keypoints, report, stats):
-        assert module.__all__ == sorted(module.__all__, key=isort)
-        assert all(hasattr(module, name) for name in module.__all__)
-    code = (
-        "import sys, warnings; warnings.simplefilter('error'); "
-        "import dyrelu.experiments, dyrelu.experiments.keypoints, dyrelu.experiments.report; "
-        "assert 'torchvision' not in sys.modules"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    assert_pinned(experiments, claims, estimate, grid, keypoints, report, stats)
+    assert_clean_import("dyrelu.experiments", "dyrelu.experiments.keypoints", "dyrelu.experiments.report")
 
 
 def test_the_claim_asks_its_questions_and_judges_them():
@@ -48,45 +38,13 @@ def test_the_claim_asks_its_questions_and_judges_them():
     assert [verdict for _, (verdict, notes) in verdicts] == ["no verdict yet: the configurations need 3 seeds each"] * 3
 
 
-def _row(backbone_act, head_act, seed, ap, pck=0.6):
-    return {
-        "experiment": "K1",
-        "run": f"mobilenetv2_035-{backbone_act}-{head_act}-seed{seed}",
-        "backbone": "mobilenetv2_035",
-        "backbone_act": backbone_act,
-        "head_act": head_act,
-        "seed": seed,
-        "epochs": 4,
-        "num_train": 8192,
-        "num_test": 1024,
-        "image_size": 64,
-        "items": "fashion-mnist",
-        "batch_size": 32,
-        "test_ap": ap,
-        "test_ap50": min(ap + 0.2, 1.0),
-        "test_ap75": ap / 2,
-        "test_pck": pck,
-        "test_oks": 0.5,
-        "test_loss": 0.005,
-        "train_loss": 0.004,
-        "params": 184_000 if backbone_act == "relu" else 440_000,
-        "madds": 8_000_000,
-        "train_seconds": 120.0,
-        "seconds_per_epoch": 30.0,
-        "cpu_seconds": 110.0 if backbone_act == "relu" else 200.0,
-        "threads": 1,
-        "torch": "2.14.1",
-        "commit": "abc1234",
-    }
-
-
 def test_plan_and_atomic_rows(tmp_path):
     runs = plan_keypoint_runs(seeds=(0, 1, 2))
     ids = [spec.run_id for spec in runs]
     assert len(ids) == 48 == len(set(ids)) and [spec.seed for spec in runs] == sorted(spec.seed for spec in runs)
     path = tmp_path / "results" / "keypoints.csv"
-    append_keypoint_row(path, _row("relu", "relu", 0, 0.5) | {"unknown": 1})
-    append_keypoint_row(path, _row("relu", "dyrelu_c", 0, 0.6))
+    append_keypoint_row(path, keypoint_row("relu", "relu", 0, 0.5) | {"unknown": 1})
+    append_keypoint_row(path, keypoint_row("relu", "dyrelu_c", 0, 0.6))
     rows = read_results(path)
     assert list(rows[0]) == list(KEYPOINT_COLUMNS) and [r["head_act"] for r in rows] == ["relu", "dyrelu_c"]
     assert sorted(p.name for p in path.parent.iterdir()) == ["keypoints.csv"]
@@ -94,7 +52,7 @@ def test_plan_and_atomic_rows(tmp_path):
     old = tmp_path / "old.csv"
     old_columns = [c for c in KEYPOINT_COLUMNS if not c.startswith("dyn_")]
     old.write_text(",".join(old_columns) + "\n" + ",".join(str(rows[0][c]) for c in old_columns) + "\n")
-    append_keypoint_row(old, _row("relu", "dyrelu_b", 0, 0.6) | {"dyn_median": "0.0008"})
+    append_keypoint_row(old, keypoint_row("relu", "dyrelu_b", 0, 0.6) | {"dyn_median": "0.0008"})
     first, second = read_results(old)
     assert list(first) == list(KEYPOINT_COLUMNS) and first["run"] == rows[0]["run"] and first["dyn_median"] == ""
     assert second["dyn_median"] == "0.0008" and second["dyn_max"] == ""
@@ -108,7 +66,7 @@ def test_report_tables_and_verdicts(tmp_path):
         for b in acts:
             for h in acts:
                 ap = 0.40 + 0.05 * (b in ("dyrelu_b", "dyrelu_c")) + 0.06 * (h == "dyrelu_c") - 0.04 * (h == "dyrelu_a")
-                append_keypoint_row(path, _row(b, h, seed, round(ap + noise, 4)))
+                append_keypoint_row(path, keypoint_row(b, h, seed, round(ap + noise, 4)))
     text = keypoint_report(read_results(path))
     assert text == keypoint_report(read_results(path))  # a pure function of the rows
     assert "| ReLU | ReLU | 3 | 40.00 ± 1.00 |" in text
@@ -124,7 +82,7 @@ def test_report_tables_and_verdicts(tmp_path):
     for seed, noise in enumerate((-0.1, 0.0, 0.1)):
         for b in acts:
             for h in acts:
-                append_keypoint_row(noisy, _row(b, h, seed, 0.4 + 0.01 * (h == "dyrelu_c") + noise))
+                append_keypoint_row(noisy, keypoint_row(b, h, seed, 0.4 + 0.01 * (h == "dyrelu_c") + noise))
     noisy_text = keypoint_report(read_results(noisy))
     assert "in the head? does not hold at our scale (all 12 within the spread)." in noisy_text
     assert "(ReLU backbone)? not seen." in noisy_text
@@ -134,7 +92,7 @@ def test_report_tables_and_verdicts(tmp_path):
         for b in acts:
             for h in acts:
                 ap = 0.40 - 0.05 * (h == "dyrelu_c") - 0.05 * (b != "relu" and h == "dyrelu_c")
-                append_keypoint_row(opposite, _row(b, h, seed, round(ap + noise, 4)))
+                append_keypoint_row(opposite, keypoint_row(b, h, seed, round(ap + noise, 4)))
     opposite_text = keypoint_report(read_results(opposite))
     assert "in the head? does not hold at our scale (clearly lower in all 12)." in opposite_text
     assert (
@@ -142,10 +100,12 @@ def test_report_tables_and_verdicts(tmp_path):
         in opposite_text
     )
     assert "dyn" not in text + noisy_text + opposite_text and "static" not in text + noisy_text + opposite_text
-    partial = keypoint_report([_row("relu", "relu", 0, 0.5)])
+    partial = keypoint_report([keypoint_row("relu", "relu", 0, 0.5)])
     assert "| ReLU | DY-ReLU-C | 0 | not run |" in partial and partial.count("no verdict yet") == 3
     # one seed of everything: large differences, but no verdicts before 3 seeds
-    one_seed = [_row(b, h, 0, 0.4 + 0.2 * (h == "dyrelu_c") - 0.2 * (h == "dyrelu_a")) for b in acts for h in acts]
+    one_seed = [
+        keypoint_row(b, h, 0, 0.4 + 0.2 * (h == "dyrelu_c") - 0.2 * (h == "dyrelu_a")) for b in acts for h in acts
+    ]
     assert keypoint_report(one_seed).count("no verdict yet: the configurations need 3 seeds each") == 3
 
 
@@ -156,7 +116,7 @@ def test_report_shows_the_dynamics_and_calls_static_runs_static(tmp_path):
         for b in acts:
             for h in acts:
                 dyn = {} if "dyrelu" not in b + h else {"dyn_median": 0.001 + 0.0005 * seed, "dyn_max": 0.01}
-                append_keypoint_row(path, _row(b, h, seed, 0.4 + 0.01 * (h == "dyrelu_c") + noise) | dyn)
+                append_keypoint_row(path, keypoint_row(b, h, seed, 0.4 + 0.01 * (h == "dyrelu_c") + noise) | dyn)
     rows = read_results(path)
     text = keypoint_report(rows)
     header = "| backbone act | head act | seeds | AP | dyn. median | AP50 | PCK | Δ AP vs ReLU/ReLU | params |"
@@ -175,7 +135,9 @@ def test_report_shows_the_dynamics_and_calls_static_runs_static(tmp_path):
     assert "| 0.05 |" in dynamic_text and "(ReLU backbone)? not seen." in dynamic_text
     unmeasured = [r | {"dyn_median": ""} if r["head_act"] == "dyrelu_c" else r for r in rows]
     assert "| DY-ReLU-B | DY-ReLU-C | 3 | 41.00 ± 10.00 | – | 61.00 |" in keypoint_report(unmeasured)
-    partial = keypoint_report([_row("relu", "relu", 0, 0.5), _row("relu", "dyrelu_b", 0, 0.5) | {"dyn_median": "0"}])
+    partial = keypoint_report(
+        [keypoint_row("relu", "relu", 0, 0.5), keypoint_row("relu", "dyrelu_b", 0, 0.5) | {"dyn_median": "0"}]
+    )
     assert "| ReLU | DY-ReLU-C | 0 | not run | | | | | | | |" in partial and partial.count("no verdict yet") == 3
 
 

@@ -31,6 +31,8 @@ from dyrelu.keypoints import (
 )
 from dyrelu.keypoints.synthetic import IMAGE_MEAN, IMAGE_STD
 from dyrelu.train import CheckpointError, TrainConfig, fit, read_metrics
+from tests.pins import assert_clean_import, assert_pinned
+from tests.runs import Stop, stop_after, without
 
 TIMING = ("epoch_seconds", "epoch_cpu_seconds", "train_images_per_second")
 TINY = {
@@ -49,34 +51,14 @@ def tiny(**changes) -> KeypointConfig:
 
 
 def without_timing(rows):
-    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
-
-
-class _Stop(Exception):
-    pass
-
-
-def _stop_after(epoch: int):
-    def log(line: str) -> None:
-        if line.startswith(f"epoch {epoch}/"):
-            raise _Stop
-
-    return log
+    return without(rows, TIMING)
 
 
 def test_public_api_is_pinned_and_imports_no_vision_package():
-    import subprocess
-    import sys
+    import dyrelu.keypoints
 
-    import dyrelu.keypoints as kp
-
-    assert kp.__all__ == sorted(kp.__all__) and all(hasattr(kp, name) for name in kp.__all__)
-    code = (
-        "import sys, warnings; warnings.simplefilter('error'); "
-        "import dyrelu.keypoints; "
-        "assert 'torchvision' not in sys.modules"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    assert_pinned(dyrelu.keypoints)
+    assert_clean_import("dyrelu.keypoints")
 
 
 # -- the generator ---------------------------------------------------------------------------------------------
@@ -215,8 +197,8 @@ def test_fit_one_epoch_and_resume_equals_an_uninterrupted_run(tmp_path):
     cfg = tiny(epochs=2, head_act="dyrelu_c", tau_start=5.0, tau_epochs=1.0)
     full = fit_keypoints(cfg, tmp_path / "full")
     assert [row["epoch"] for row in full.metrics] == [1, 2]
-    with pytest.raises(_Stop):  # killed right after the first epoch's checkpoint
-        fit_keypoints(cfg, tmp_path / "split", log=_stop_after(1))
+    with pytest.raises(Stop):  # killed right after the first epoch's checkpoint
+        fit_keypoints(cfg, tmp_path / "split", log=stop_after(1))
     state = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
     assert state["task"] == "keypoints" and state["epoch"] == 1 and state["scheduler"]["last_step"] == 4
     lines = []

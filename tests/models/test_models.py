@@ -24,13 +24,7 @@ SMALL_MODELS = ("resnet10", "mobilenetv2_035", "mobilenetv3_small")
 KEY_ACTS = ("relu", "dyrelu_b", "dyrelu_c")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny batches: a second thread only adds contention on the shared 2-core machines.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _acts(model: nn.Module, cls: type[nn.Module] = DyReLUB) -> list[nn.Module]:

@@ -26,6 +26,7 @@ from dyrelu.train import (
     set_tau,
     tau_at,
 )
+from tests.runs import Stop, stop_after, without
 
 DATA = {"num_samples": 64, "num_test": 16, "num_classes": 4, "image_size": 8}
 TIMING = ("epoch_seconds", "train_images_per_second")
@@ -59,19 +60,7 @@ def config(**changes) -> TrainConfig:
 
 
 def without_timing(rows):
-    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
-
-
-class _Stop(Exception):
-    pass
-
-
-def _stop_after(epoch: int):
-    def log(line: str) -> None:
-        if line.startswith(f"epoch {epoch}/"):
-            raise _Stop
-
-    return log
+    return without(rows, TIMING)
 
 
 # -- optimizer and schedules -----------------------------------------------------------------------
@@ -162,8 +151,8 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path):
         return fit(cfg, out, model=model, train_set=train, test_set=test, **kwargs)
 
     full = run(tmp_path / "full")
-    with pytest.raises(_Stop):
-        run(tmp_path / "crashed", log=_stop_after(2))
+    with pytest.raises(Stop):
+        run(tmp_path / "crashed", log=stop_after(2))
     assert load_checkpoint(tmp_path / "crashed")["epoch"] == 2
     resumed = run(tmp_path / "crashed", resume=True)
     assert without_timing(resumed.metrics) == without_timing(full.metrics)
