@@ -104,12 +104,12 @@ def test_format_comparison_is_aligned() -> None:
 
 
 def test_dyrelu_profile_is_a_deprecated_alias():
-    import importlib
-    import sys
-
     import dyrelu.analysis.cost as cost
+    import dyrelu.profile as alias
 
-    sys.modules.pop("dyrelu.profile", None)
-    with pytest.warns(DeprecationWarning, match="import dyrelu.analysis.cost"):
-        alias = importlib.import_module("dyrelu.profile")
-    assert all(getattr(alias, name) is getattr(cost, name) for name in alias.__all__)
+    assert alias.__all__ == cost.__all__
+    for name in alias.__all__:
+        with pytest.warns(DeprecationWarning, match=f"import {name} from dyrelu.analysis.cost"):
+            assert getattr(alias, name) is getattr(cost, name)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        alias.nothing  # noqa: B018
