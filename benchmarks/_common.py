@@ -176,9 +176,9 @@ class NaiveDyReLU(nn.Module):
     """DY-ReLU as the public implementations compute it, sharing the parameters of a dyrelu module.
 
     The hyper function is the same (global average pool with torch.mean, FC, ReLU, FC, 2σ−1,
-    residual coefficients; DY-ReLU-C's spatial attention), then the input is broadcast against the
-    coefficients to a K-times expanded tensor ``(N, C, *S, K)`` and reduced with ``max`` over K; autograd
-    keeps the input and the max's int64 indices for backward.
+    residual coefficients; DY-ReLU-C's spatial attention with its normalised logits), then the input is
+    broadcast against the coefficients to a K-times expanded tensor ``(N, C, *S, K)`` and reduced with
+    ``max`` over K; autograd keeps the input and the max's int64 indices for backward.
     """
 
     def __init__(self, inner: nn.Module) -> None:
@@ -199,6 +199,9 @@ class NaiveDyReLU(nn.Module):
         y = (x.unsqueeze(-1) * a.view(expand).to(x.dtype) + b.view(expand).to(x.dtype)).max(dim=-1).values
         if isinstance(m, DyReLUC):
             logits = torch.matmul(m.spatial_weight.to(x.dtype), x.flatten(2)).unsqueeze(1)  # (N, 1, P)
+            if m.spatial_norm:  # as the authors: a one-channel BatchNorm of the logits
+                stats = (m.spatial_bn_running_mean, m.spatial_bn_running_var, m.spatial_bn_weight, m.spatial_bn_bias)
+                logits = F.batch_norm(logits, *stats, training=m.training, momentum=0.1, eps=1e-5)
             y = y * DF.spatial_attention(logits, m.tau, m.gamma).view((x.shape[0], 1, *x.shape[2:]))
         return y.movedim(1, -1) if m.channels_last else y
 
