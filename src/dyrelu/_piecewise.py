@@ -25,7 +25,7 @@ from torch import Tensor
 
 from dyrelu import _native
 
-__all__ = ["PiecewiseMax", "forward_max", "kernel_in_graph", "spatial_mean", "tracing"]
+__all__ = ["PiecewiseMax", "forward_max", "kernel_in_graph", "residual_max", "spatial_mean", "tracing"]
 
 
 # grad where self > threshold, else 0 (a NaN in self keeps grad); a float comparison fused with the select,
@@ -525,7 +525,7 @@ class _SpatialMean(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, dtype: torch.dtype) -> Tensor:
         ctx.shape, ctx.dtype = x.shape, x.dtype
-        return torch.mean(x, dim=tuple(range(2, x.dim())), dtype=dtype)
+        return _mean(x, dtype)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -541,6 +541,84 @@ def spatial_mean(x: Tensor, dtype: torch.dtype) -> Tensor:
     """
     if x.dim() == 2:
         return x.to(dtype)
-    if tracing() or not (torch.is_grad_enabled() and x.requires_grad):
+    if tracing():
         return torch.mean(x, dim=tuple(range(2, x.dim())), dtype=dtype)
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return _mean(x, dtype)
     return _SpatialMean.apply(x, dtype)
+
+
+def _mean(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """torch.mean over the spatial dims, by the native kernel where it applies (one pass in x's own layout;
+    torch.mean's reduction over the positions of a channels-last tensor took twice as long)."""
+    out = _native.spatial_mean(x, dtype)
+    return torch.mean(x, dim=tuple(range(2, x.dim())), dtype=dtype) if out is None else out
+
+
+# -- the coefficients and the piecewise maximum in one autograd node (eager mode, native kernels) -----------------
+
+
+class _ResidualMax(torch.autograd.Function):
+    """``y = scale * max_k(a_k x + b_k)`` with ``a``, ``b`` from the hyper function's last FC output ``z``
+    (``a = α + λ_a (2σ(z) − 1)``, ``b`` likewise), as one node: the coefficients go straight into the kernels'
+    layout, and the backward turns the kernel's per-piece sums into the gradient of ``z`` in one pass.
+
+    Saved: ``x``, ``σ(z)`` and the coefficients (``(2K, N, C')``), and the scale. A backward that builds a graph
+    (double backward) differentiates the out-of-place formulation instead.
+    """
+
+    @staticmethod
+    def forward(ctx, x, z, scale, init, ranges, k, ops, rows):
+        s = torch.sigmoid(z)
+        coef = _native.coefficients(ops, s, init, ranges)
+        y = _native._forward(ops, rows, x, coef[:k], coef[k:], scale)
+        ctx.save_for_backward(x, z, s, coef, scale)
+        ctx.constants = (init, ranges, k, ops, rows)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, z, s, coef, scale = ctx.saved_tensors
+        init, ranges, k, ops, rows = ctx.constants
+        need_x, need_z, need_scale = ctx.needs_input_grad[:3]
+        if torch.is_grad_enabled():  # create_graph: differentiable formulas (double backward)
+            grads = _residual_max_graph(grad, x, z, scale, init, ranges, k, (need_x, need_z, need_scale))
+            return (*grads, None, None, None, None, None)
+        grad_x, sums, grad_scale = _native._backward(
+            ops, rows, grad, x, coef[:k], coef[k:], scale, (need_x, need_z, need_z, need_scale)
+        )
+        grad_z = None
+        if need_z:
+            if sums.shape[-1] != coef.shape[-1]:  # one function for all channels (DY-ReLU-A)
+                sums = sums.sum(-1, keepdim=True)
+            grad_z = _native.coefficients_backward(ops, sums, s, init, ranges)
+        return grad_x, grad_z, grad_scale, None, None, None, None, None
+
+
+def _residual_coefficients(z: Tensor, init: Tensor, ranges: Tensor, n: int, k: int) -> tuple[Tensor, Tensor]:
+    """``a``, ``b`` ``(N, C', K)`` from ``z`` with differentiable operations, as dyrelu.functional computes them."""
+    residual = torch.sigmoid(torch.where(z.isnan(), 0.0, z)).mul(2.0).sub(1.0).view(n, -1, 2 * k)
+    delta_a, delta_b = residual.split(k, dim=-1)
+    return init[:k] + ranges[:k] * delta_a, init[k:] + ranges[k:] * delta_b
+
+
+def _residual_max_graph(grad, x, z, scale, init, ranges, k, needs):
+    inputs = [t for t, need in zip((x, z, scale), needs, strict=True) if need]
+    with torch.enable_grad():
+        a, b = _residual_coefficients(z, init, ranges, x.shape[0], k)
+        y = PiecewiseMax.apply(x, a, b, scale)
+    found = iter(torch.autograd.grad(y, inputs, grad, create_graph=True, allow_unused=True))
+    return tuple(next(found) if need else None for need in needs)
+
+
+def residual_max(x: Tensor, z: Tensor, init: Tensor, ranges: Tensor, k: int, scale: Tensor | None) -> Tensor | None:
+    """``scale * max_k(a_k x + b_k)`` with the coefficients of the hyper function's last FC output ``z``
+    ``(N, C' 2K)``: ``a = init[:K] + ranges[:K] (2σ(z) − 1)``, ``b`` from the other K columns (a NaN ``z``: the
+    static pieces), in one autograd node on the native kernels; None where they do not apply (eager CPU
+    float32 or float64, ``z`` of ``x``'s dtype): then compute the coefficients and call piecewise_max."""
+    if tracing():
+        return None
+    found = _native.residual_usable(x, z, k)
+    if found is None or (scale is not None and scale.dtype != x.dtype):
+        return None
+    return _ResidualMax.apply(x, z, scale, init, ranges, k, *found)

@@ -18,7 +18,7 @@ from torch.nn.parameter import UninitializedParameter
 
 from dyrelu import functional as DF
 from dyrelu._lazy import LazyChannels
-from dyrelu._piecewise import spatial_mean
+from dyrelu._piecewise import residual_max, spatial_mean, tracing
 
 __all__ = ["DyReLU", "DyReLUA", "DyReLUB", "DyReLUC"]
 
@@ -215,12 +215,23 @@ class DyReLU(LazyChannels, metaclass=_DyReLUType):
             - context: :math:`(N, C_{ctx}, *)`, any spatial size (it is averaged over its positions)
             - output: two tensors :math:`(N, C, K)` (DY-ReLU-B/C) or :math:`(N, 1, K)` (DY-ReLU-A).
         """
-        dtype = self.fc1_weight.dtype
-        pooled = spatial_mean(x if context is None else context, dtype)  # (N, C_ctx)
+        return self._coefficients(self._logits(x, context), x.shape[0])
+
+    def _logits(self, x: Tensor, context: Tensor | None) -> Tensor:
+        """θ(x) before the normalisation: pool, FC, ReLU, FC; ``(N, C' 2K)``, a channel's 2K columns together."""
+        pooled = spatial_mean(x if context is None else context, self.fc1_weight.dtype)  # (N, C_ctx)
         hidden = F.relu(F.linear(pooled, self.fc1_weight, self.fc1_bias))
-        residual = DF.normalize_residual(F.linear(hidden, self.fc2_weight, self.fc2_bias))  # (N, C'*2K)
-        residual = residual.view(x.shape[0], self.channels if self._per_channel else 1, 2 * self.k)  # (N, C', 2K)
+        return F.linear(hidden, self.fc2_weight, self.fc2_bias)
+
+    def _coefficients(self, logits: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        residual = DF.normalize_residual(logits)  # (N, C'*2K)
+        residual = residual.view(n, self.channels if self._per_channel else 1, 2 * self.k)  # (N, C', 2K)
         return DF.coefficients(residual, self.init_a, self.init_b, self.lambda_a, self.lambda_b)
+
+    def _residual_constants(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        """α then β, and λ_a K times then λ_b K times, as (2K,) tensors of ``like``'s dtype and device."""
+        ranges = (self.lambda_a,) * self.k + (self.lambda_b,) * self.k
+        return DF._as_constant(self.init_a + self.init_b, like), DF._as_constant(ranges, like)
 
     def _context_first(self, context: Tensor | None, x: Tensor) -> Tensor | None:
         """Check ``context`` against ``x`` (channels first) and return it with channels at dim 1."""
@@ -238,8 +249,14 @@ class DyReLU(LazyChannels, metaclass=_DyReLUType):
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         x = self._to_channels_first(x)
-        a, b = self.hyper(x, self._context_first(context, x))
-        return self._from_channels_first(DF.piecewise_max(x, a, b, self._scale(x)))
+        logits = self._logits(x, self._context_first(context, x))
+        scale = self._scale(x)
+        # Eager CPU float32/float64: coefficients and piecewise maximum as one node on the native kernels.
+        y = None if tracing() else residual_max(x, logits, *self._residual_constants(logits), self.k, scale)
+        if y is None:
+            a, b = self._coefficients(logits, x.shape[0])
+            y = DF.piecewise_max(x, a, b, scale)
+        return self._from_channels_first(y)
 
     def _scale(self, x: Tensor) -> Tensor | None:
         return None

@@ -211,17 +211,23 @@ def _scale(scale: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
     return None if scale is None else scale.reshape(x.shape[0], -1).contiguous()
 
 
+def _pieces(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    return _coefficients(a, dtype), _coefficients(b, dtype)
+
+
 def forward(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor | None:
     """``scale * max_k(a_k x + b_k)`` by the fused kernel, or None where it does not apply (then use ATen)."""
     ops = _usable(x, a)
     rows = _layout(x) if ops is not None else None
     if rows is None:
         return None
+    return _forward(ops, rows, x, *_pieces(a, b, _opmath(x.dtype)), scale)
+
+
+def _forward(ops: Any, rows: bool, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | None):
+    """The forward kernel on coefficients already in its layout: contiguous ``(K, N or 1, C or 1)``."""
     y = _like(x)
-    dtype = _opmath(x.dtype)
-    ops.forward(
-        _view3(x, rows), _coefficients(a, dtype), _coefficients(b, dtype), _scale(scale, x), rows, _view3(y, rows)
-    )
+    ops.forward(_view3(x, rows), a, b, _scale(scale, x), rows, _view3(y, rows))
     return y
 
 
@@ -243,6 +249,25 @@ def backward(
     rows = _layout(x) if ops is not None else None
     if rows is None:
         return None
+    grad_x, sums, grad_scale = _backward(ops, rows, grad, x, *_pieces(a, b, _opmath(x.dtype)), scale, needs)
+    sum_g = sum_gx = None
+    if sums is not None:
+        sum_g, sum_gx = sums[0::2].movedim(0, -1), sums[1::2].movedim(0, -1)
+    return grad_x, sum_g, sum_gx, grad_scale
+
+
+def _backward(
+    ops: Any,
+    rows: bool,
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    scale: torch.Tensor | None,
+    needs: tuple[bool, ...],
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """The backward kernel on coefficients in its layout: ``(grad_x, sums, grad_scale)``, ``sums`` the kernel's
+    ``(2K, N, C)`` (row ``2k``: the sum of the gradient over piece ``k``'s positions, ``2k + 1``: of it times x)."""
     x3 = _view3(x, rows)
     grad3 = (grad.movedim(1, -1) if rows else grad).contiguous().view(x3.shape)
     need_x, need_a, need_b, need_scale = needs
@@ -251,16 +276,62 @@ def backward(
     sums, gsc = ops.backward(
         grad3,
         x3,
-        _coefficients(a, _opmath(x.dtype)),
-        _coefficients(b, _opmath(x.dtype)),
+        a,
+        b,
         _scale(scale, x),
         rows,
         need_coef,
         need_scale,
         _view3(grad_x, rows) if need_x else x.new_empty(0),
     )
-    sum_g = sum_gx = None
-    if need_coef:
-        sum_g, sum_gx = sums[0::2].movedim(0, -1), sums[1::2].movedim(0, -1)
     grad_scale = gsc.view(scale.shape).to(x.dtype) if need_scale else None
-    return grad_x, sum_g, sum_gx, grad_scale
+    return grad_x, (sums if need_coef else None), grad_scale
+
+
+# -- the hyper function's pieces: the pooling, and the coefficients from the last FC's output -----------------
+
+
+def spatial_mean(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+    """``x`` ``(N, C, *S)`` averaged over its positions to ``(N, C)`` in ``dtype``, or None where the kernel does
+    not apply (then use torch.mean): one pass over ``x`` in its own layout."""
+    if x.dim() < 3 or _opmath(x.dtype) != dtype or x.device.type != "cpu" or x.dtype not in DTYPES:
+        return None
+    if x.numel() == 0:
+        return None
+    ops = native_ops()
+    rows = _layout(x) if ops is not None else None
+    if rows is None:
+        return None
+    out = x.new_empty(x.shape[:2], dtype=dtype)
+    ops.spatial_mean(_view3(x, rows), rows, out)
+    return out
+
+
+def residual_usable(x: torch.Tensor, z: torch.Tensor, k: int) -> tuple[Any, bool] | None:
+    """``(ops, rows)`` where :func:`residual_forward` applies to ``x`` and the logits ``z``, else None:
+    CPU, ``x`` and ``z`` both float32 or both float64, up to :data:`MAX_PIECES` pieces, a layout the kernels take."""
+    if x.dtype != z.dtype or x.dtype not in (torch.float32, torch.float64) or k > MAX_PIECES or x.numel() == 0:
+        return None
+    if x.device.type != "cpu" or z.device.type != "cpu":
+        return None
+    ops = native_ops()
+    rows = _layout(x) if ops is not None else None
+    return None if rows is None else (ops, rows)
+
+
+def coefficients(ops: Any, s: torch.Tensor, init: torch.Tensor, ranges: torch.Tensor) -> torch.Tensor:
+    """The kernels' ``(2K, N, C')`` coefficients (slopes, then intercepts) from ``s = sigmoid(z)`` ``(N, C' 2K)``:
+    ``init + ranges * (2 s - 1)`` (``init``: the K α then the K β; ``ranges``: λ_a K times, then λ_b)."""
+    pieces2 = init.numel()
+    out = s.new_empty((pieces2, s.shape[0], s.shape[1] // pieces2))
+    ops.coefficients(s, init, ranges, out)
+    return out
+
+
+def coefficients_backward(
+    ops: Any, sums: torch.Tensor, s: torch.Tensor, init: torch.Tensor, ranges: torch.Tensor
+) -> torch.Tensor:
+    """The gradient of the logits ``z`` from the backward kernel's ``sums`` ``(2K, N, C')`` and ``s = sigmoid(z)``."""
+    out = torch.empty_like(s)
+    ops.coefficients_backward(sums.contiguous(), s, init, ranges, out)
+    return out

@@ -823,6 +823,141 @@ std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad, const at::Te
   return {sums, gsc};
 }
 
+// ---- the hyper function's pieces around the kernel --------------------------------------------------
+//
+// spatial_mean: x (the kernels' 3-d view) averaged over its positions (the sum, then divided by their
+// number, as torch.mean), into `out` (N, C) of the computation dtype: one read of x (planes: a reduction per
+// plane; rows: each sample's rows added into C sums).
+
+template <typename T, typename A>
+void spatial_mean_kernel(const T* x, A* out, int64_t n, int64_t c, int64_t s, bool rows) {
+  if (!rows) {
+    at::parallel_for(0, n * c, grain(s), [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) {
+        const T* xp = x + p * s;
+        A total = 0;
+#pragma omp simd reduction(+ : total)
+        for (int64_t i = 0; i < s; ++i) total += load<T, A>(xp, i);
+        out[p] = total / A(s);
+      }
+    });
+    return;
+  }
+  at::parallel_for(0, n, grain(s * c), [&](int64_t begin, int64_t end) {
+    for (int64_t m = begin; m < end; ++m) {
+      A* __restrict acc = out + m * c;
+      std::fill(acc, acc + c, A(0));
+      for (int64_t r = 0; r < s; ++r) {
+        const T* __restrict xr = x + (m * s + r) * c;
+#pragma omp simd
+        for (int64_t j = 0; j < c; ++j) acc[j] += load<T, A>(xr, j);
+      }
+      for (int64_t j = 0; j < c; ++j) acc[j] /= A(s);
+    }
+  });
+}
+
+void spatial_mean(const at::Tensor& x, bool rows, const at::Tensor& out) {
+  TORCH_CHECK(x.dim() == 3 && x.is_contiguous(), "dyrelu_native: expected a contiguous 3-d input, got ", x.sizes());
+  const int64_t n = x.size(0), c = rows ? x.size(2) : x.size(1), s = rows ? x.size(1) : x.size(2);
+  TORCH_CHECK(out.is_contiguous() && out.numel() == n * c && out.scalar_type() == at::toOpMathType(x.scalar_type()),
+              "dyrelu_native: expected a contiguous (N, C) mean in the input's computation dtype, got ", out.sizes());
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "dyrelu_native_spatial_mean", [&] {
+    using opmath_t = at::opmath_type<scalar_t>;
+    spatial_mean_kernel<scalar_t, opmath_t>(x.const_data_ptr<scalar_t>(), out.mutable_data_ptr<opmath_t>(), n, c, s,
+                                           rows);
+  });
+}
+
+// coefficients: the normalised residuals' sigmoid s (N, Ca * 2K), the 2K columns of a channel together
+// (the last FC's output order), to the kernels' coefficients (2K, N, Ca): row j < K the slopes
+// a_j = init[j] + lambda[j] * (2 s - 1), rows K.. the intercepts likewise. A NaN s (from a NaN logit) gives
+// the static piece init[j], as dyrelu.functional.normalize_residual does.
+template <typename A>
+void coefficients_kernel(const A* s, const A* init, const A* lambda, A* out, int64_t n, int64_t ca, int64_t pieces2) {
+  at::parallel_for(0, n, grain(ca * pieces2), [&](int64_t begin, int64_t end) {
+    for (int64_t m = begin; m < end; ++m) {
+      for (int64_t j = 0; j < pieces2; ++j) {
+        const A* __restrict sp = s + m * ca * pieces2 + j;
+        A* __restrict op = out + (j * n + m) * ca;
+        const A base = init[j], range = lambda[j];
+#pragma omp simd
+        for (int64_t c = 0; c < ca; ++c) {
+          const A v = sp[c * pieces2];
+          const A delta = v * A(2) - A(1);
+          op[c] = v != v ? base : base + range * delta;
+        }
+      }
+    }
+  });
+}
+
+// coefficients_backward: the gradient of the logits z (N, Ca * 2K) from the kernel's sums (2K, N, Ca) (row
+// 2k: sum of g over piece k's positions, the intercept b_k's gradient; row 2k + 1: of g x, the slope a_k's)
+// and s = sigmoid(z): grad_z = grad_coef * lambda * 2 * (1 - s) * s, 0 where s is NaN.
+template <typename A>
+void coefficients_backward_kernel(const A* sums, const A* s, const A* lambda, A* out, int64_t n, int64_t ca,
+                                  int64_t pieces) {
+  const int64_t pieces2 = 2 * pieces;
+  at::parallel_for(0, n, grain(ca * pieces2), [&](int64_t begin, int64_t end) {
+    for (int64_t m = begin; m < end; ++m) {
+      for (int64_t j = 0; j < pieces2; ++j) {
+        // column j of a channel: slope j (sums row 2j + 1) or intercept j - K (sums row 2(j - K))
+        const int64_t row = j < pieces ? 2 * j + 1 : 2 * (j - pieces);
+        const A* __restrict gp = sums + (row * n + m) * ca;
+        const A* __restrict sp = s + m * ca * pieces2 + j;
+        A* __restrict op = out + m * ca * pieces2 + j;
+        const A range = lambda[j];
+#pragma omp simd
+        for (int64_t c = 0; c < ca; ++c) {
+          const A v = sp[c * pieces2];
+          const A g = gp[c] * range * A(2);
+          op[c * pieces2] = v != v ? A(0) : g * (A(1) - v) * v;
+        }
+      }
+    }
+  });
+}
+
+void check_coefficient_args(const at::Tensor& s, const at::Tensor& init, const at::Tensor& lambda) {
+  TORCH_CHECK(s.dim() == 2 && s.is_contiguous(), "dyrelu_native: expected contiguous (N, C * 2K) residuals, got ",
+              s.sizes());
+  TORCH_CHECK(init.dim() == 1 && init.is_contiguous() && lambda.sizes() == init.sizes() && lambda.is_contiguous() &&
+                  init.numel() % 2 == 0 && init.numel() >= 2 && s.size(1) % init.numel() == 0,
+              "dyrelu_native: expected 2K initial values and ranges for residuals ", s.sizes(), ", got ", init.sizes());
+  TORCH_CHECK(init.scalar_type() == s.scalar_type() && lambda.scalar_type() == s.scalar_type() &&
+                  (s.scalar_type() == at::kFloat || s.scalar_type() == at::kDouble),
+              "dyrelu_native: expected float32 or float64 residuals, initial values and ranges of one dtype");
+}
+
+void coefficients(const at::Tensor& s, const at::Tensor& init, const at::Tensor& lambda, const at::Tensor& out) {
+  check_coefficient_args(s, init, lambda);
+  const int64_t n = s.size(0), pieces2 = init.numel(), ca = s.size(1) / pieces2;
+  TORCH_CHECK(out.is_contiguous() && out.dim() == 3 && out.size(0) == pieces2 && out.size(1) == n &&
+                  out.size(2) == ca && out.scalar_type() == s.scalar_type(),
+              "dyrelu_native: expected contiguous (2K, N, C) coefficients, got ", out.sizes());
+  AT_DISPATCH_FLOATING_TYPES(s.scalar_type(), "dyrelu_native_coefficients", [&] {
+    coefficients_kernel<scalar_t>(s.const_data_ptr<scalar_t>(), init.const_data_ptr<scalar_t>(),
+                                  lambda.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), n, ca, pieces2);
+  });
+}
+
+void coefficients_backward(const at::Tensor& sums, const at::Tensor& s, const at::Tensor& init,
+                           const at::Tensor& lambda, const at::Tensor& out) {
+  check_coefficient_args(s, init, lambda);
+  const int64_t n = s.size(0), pieces2 = init.numel(), ca = s.size(1) / pieces2;
+  TORCH_CHECK(sums.is_contiguous() && sums.dim() == 3 && sums.size(0) == pieces2 && sums.size(1) == n &&
+                  sums.size(2) == ca && sums.scalar_type() == s.scalar_type(),
+              "dyrelu_native: expected contiguous (2K, N, C) sums, got ", sums.sizes());
+  TORCH_CHECK(out.is_contiguous() && out.sizes() == s.sizes() && out.scalar_type() == s.scalar_type(),
+              "dyrelu_native: expected a contiguous gradient like the residuals, got ", out.sizes());
+  AT_DISPATCH_FLOATING_TYPES(s.scalar_type(), "dyrelu_native_coefficients_backward", [&] {
+    coefficients_backward_kernel<scalar_t>(sums.const_data_ptr<scalar_t>(), s.const_data_ptr<scalar_t>(),
+                                           lambda.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), n, ca,
+                                           pieces2 / 2);
+  });
+}
+
 }  // namespace
 
 TORCH_LIBRARY(dyrelu_native, m) {
@@ -830,9 +965,15 @@ TORCH_LIBRARY(dyrelu_native, m) {
   m.def(
       "backward(Tensor grad, Tensor x, Tensor a, Tensor b, Tensor? scale, bool rows, bool need_coef, bool need_scale, "
       "Tensor(a!) grad_x) -> (Tensor, Tensor)");
+  m.def("spatial_mean(Tensor x, bool rows, Tensor(a!) out) -> ()");
+  m.def("coefficients(Tensor s, Tensor init, Tensor lambda_, Tensor(a!) out) -> ()");
+  m.def("coefficients_backward(Tensor sums, Tensor s, Tensor init, Tensor lambda_, Tensor(a!) out) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(dyrelu_native, CPU, m) {
   m.impl("forward", &forward);
   m.impl("backward", &backward);
+  m.impl("spatial_mean", &spatial_mean);
+  m.impl("coefficients", &coefficients);
+  m.impl("coefficients_backward", &coefficients_backward);
 }

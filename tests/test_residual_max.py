@@ -1,0 +1,106 @@
+"""The modules' one-node path on the native kernels (issue 18): the coefficients from the last FC's output and
+the piecewise maximum in one autograd node, and the native pooling, against the operations they replace."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch.autograd import gradcheck, gradgradcheck
+
+import dyrelu._native as native
+import dyrelu._piecewise as piecewise
+import dyrelu.modules as modules
+from conftest import tol
+from dyrelu import DyReLUA, DyReLUB, DyReLUC
+from test_native import native_required, requires_native  # noqa: F401 (the fixture, used by name)
+
+
+def _step(module, x, fused: bool, monkeypatch):
+    """Output and gradients (input, parameters) of ``module`` on ``x``, by the one-node path or without it."""
+    with monkeypatch.context() as patch:
+        if not fused:
+            patch.setattr(modules, "residual_max", lambda *args: None)
+        leaf = x.detach().clone().requires_grad_()
+        module.zero_grad(set_to_none=True)
+        y = module(leaf)
+        if fused:
+            assert type(y.grad_fn).__name__ == "_ResidualMaxBackward"
+        y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype))
+        return [y.detach(), leaf.grad, *(p.grad for p in module.parameters())]
+
+
+@requires_native
+@pytest.mark.parametrize("cls", [DyReLUA, DyReLUB, DyReLUC])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", ["planes", "channels_last"])
+def test_one_node_path_equals_the_generic_path(monkeypatch, cls, dtype, layout):
+    for shape, k in itertools.product([(4, 16, 7, 7), (3, 24, 3, 3), (2, 8, 14, 14)], [1, 2, 3]):
+        module = cls(shape[1], k=k, zero_init_last=False, dtype=dtype)
+        x = torch.randn(shape, dtype=dtype)
+        x[0, 1, 0, 0] = float("nan")  # a NaN input: NaN logits for its sample, the static pieces
+        if layout == "channels_last":
+            x = x.contiguous(memory_format=torch.channels_last)
+        fused = _step(module, x, True, monkeypatch)
+        generic = _step(module, x, False, monkeypatch)
+        assert fused[0].stride() == x.stride()
+        for got, want in zip(fused, generic, strict=True):
+            torch.testing.assert_close(got, want, equal_nan=True, **tol(dtype))
+
+
+@requires_native
+def test_one_node_path_fresh_module_is_relu():
+    x = torch.randn(4, 16, 5, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = DyReLUB(16)(x)
+    assert type(y.grad_fn).__name__ == "_ResidualMaxBackward"
+    assert torch.equal(y, torch.relu(x))
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    assert torch.equal(grad, (x > 0).to(x.dtype))
+
+
+def _residual_max(x, z, scale, k):
+    init = torch.tensor([1.0, 0.0, 0.5, 0.0, 0.0, -0.5][: 2 * k], dtype=x.dtype)
+    ranges = torch.tensor([1.0] * k + [0.5] * k, dtype=x.dtype)
+    y = piecewise.residual_max(x, z, init, ranges, k, scale)
+    assert y is not None
+    return y
+
+
+@requires_native
+@pytest.mark.parametrize("k", [1, 2, 3])
+@pytest.mark.parametrize("with_scale", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gradcheck_float64(k, with_scale, channels_last):
+    x = torch.randn(3, 4, 3, 3, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    z = torch.randn(3, 4 * 2 * k, dtype=torch.float64)
+    scale = torch.rand(3, 1, 3, 3, dtype=torch.float64) + 0.1 if with_scale else None
+    inputs = (x.requires_grad_(), z.requires_grad_(), *((scale.requires_grad_(),) if with_scale else ()))
+
+    def fn(x, z, *scale):
+        return _residual_max(x, z, scale[0] if scale else None, k)
+
+    assert gradcheck(fn, inputs)
+    assert gradgradcheck(fn, inputs)  # a backward that builds a graph differentiates the ATen formulation
+
+
+@requires_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(4, 16, 7, 7), (2, 8, 28, 28), (3, 5, 3), (2, 6, 2, 3, 2), (2, 32, 2, 2)])
+def test_native_pooling_matches_torch_mean(dtype, shape):
+    x = torch.randn(shape).to(dtype)
+    layouts = [x, x.movedim(1, -1).contiguous().movedim(-1, 1)]
+    for t in layouts:
+        want = torch.mean(t, dim=tuple(range(2, t.dim())), dtype=native._opmath(dtype))
+        got = native.spatial_mean(t, native._opmath(dtype))
+        assert got is not None
+        torch.testing.assert_close(got, want, **tol(native._opmath(dtype)))
+
+
+def test_native_pooling_declines_what_it_does_not_cover():
+    x = torch.randn(2, 4, 3, 3)
+    assert native.spatial_mean(x, torch.float64) is None  # another dtype than the input's computation dtype
+    assert native.spatial_mean(x.half(), torch.float32) is None
+    assert native.spatial_mean(x[:, :, ::2], torch.float32) is None  # neither layout dense
