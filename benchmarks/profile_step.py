@@ -71,17 +71,49 @@ ACTS = {
     "dyrelu_b_block": ("dyrelu_b", {"act_context": "block"}),
 }
 FORMATS = {"channels_last": torch.channels_last, "nchw": torch.contiguous_format}
+# Switches that turn one of issue 18's changes off (``dyrelu_b/generic``, ``dyrelu_b/generic+torch_mean``), so that
+# a change is timed side by side with the state before it, in one process.
+SWITCHES = ("generic", "torch_mean")
+
+
+@contextlib.contextmanager
+def switched_off(switches: tuple[str, ...]):
+    """``generic``: the coefficients and the kernel as separate autograd nodes (``functional.piecewise_max``), not
+    one; ``torch_mean``: the pooling by torch.mean, not the native kernel."""
+    import dyrelu._native as native
+    import dyrelu.modules as modules
+
+    saved = []
+    if "generic" in switches and hasattr(modules, "residual_max"):
+        saved.append((modules, "residual_max", modules.residual_max))
+        modules.residual_max = lambda *args: None
+    if "torch_mean" in switches and hasattr(native, "spatial_mean"):
+        saved.append((native, "spatial_mean", native.spatial_mean))
+        native.spatial_mean = lambda *args: None
+    try:
+        yield
+    finally:
+        for owner, name, fn in reversed(saved):
+            setattr(owner, name, fn)
+
+
+def _act_spec(spec: str) -> tuple[str, tuple[str, ...]]:
+    act, _, rest = spec.partition("/")
+    switches = tuple(s for s in rest.split("+") if s)
+    if act not in ACTS or any(s not in SWITCHES for s in switches):
+        raise argparse.ArgumentTypeError(
+            f"expected ACT[/SWITCH[+SWITCH]] with ACT in {list(ACTS)} and SWITCH in {SWITCHES}"
+        )
+    return act, switches
+
 
 # Labels put around DY-ReLU's functions while profiling (the innermost label names the part of an operator).
 _LABEL = "dyrelu::"
 _FC_OPS = {"aten::linear", "aten::addmm", "aten::mm", "aten::matmul", "aten::t", "aten::relu", "aten::relu_"}
 _COPY_OPS = {"aten::contiguous", "aten::clone", "aten::copy_", "aten::_to_copy", "aten::to"}
-_KERNEL_OPS = {
-    "dyrelu_native::forward",
-    "dyrelu_native::backward",
-    "dyrelu_native::fused_forward",
-    "dyrelu_native::fused_backward",
-}
+_KERNEL_OPS = {"dyrelu_native::forward", "dyrelu_native::backward"}
+# The coefficients' assembly inside the one-node path (issue 18): normalisation and its backward.
+_TAIL_OPS = {"aten::sigmoid", "dyrelu_native::coefficients", "dyrelu_native::coefficients_backward"}
 _RELU_OPS = {"aten::relu", "aten::relu_", "aten::clamp_min", "aten::clamp_min_", "aten::threshold_backward"}
 
 
@@ -103,13 +135,14 @@ def labels():
     targets = [
         (modules.DyReLU, "forward", "module"),
         (modules.DyReLU, "hyper", "hyper"),
+        (modules.DyReLU, "_logits", "hyper"),
+        (modules.DyReLU, "_coefficients", "hyper"),
         (modules, "spatial_mean", "pool"),
         (modules.DyReLUC, "_scale", "attention"),
         (functional, "piecewise_max", "kernel"),
     ]
-    for name, label in (("_fused_forward", "fused"), ("_pool", "pool"), ("_coefficient_tail", "hyper")):
-        if hasattr(modules, name):
-            targets.append((modules, name, label))
+    if hasattr(modules, "residual_max"):  # the one-node path of issue 18
+        targets.append((modules, "residual_max", "kernel"))
     saved = []
     for owner, name, label in targets:
         if name in vars(owner):
@@ -128,6 +161,8 @@ def _forward_part(label: str | None, op: str) -> str:
         return "activation forward" if op in _RELU_OPS else "network"
     if op in _KERNEL_OPS or op.startswith("dyrelu::piecewise_max"):
         return "activation forward"
+    if label == "kernel" and op in _TAIL_OPS:
+        return "hyper element-wise"
     if label == "pool":
         return "pooling"
     if label == "attention":
@@ -143,6 +178,8 @@ def _backward_part(node_part: str | None, op: str) -> str:
     """The part of an operator run by a backward node whose forward was in part ``node_part``."""
     if op in _KERNEL_OPS or op.startswith("dyrelu::piecewise_max"):
         return "activation backward"
+    if op in _TAIL_OPS:
+        return "hyper element-wise"
     if node_part is None or node_part == "network":
         return "activation backward" if op in _RELU_OPS else "network"
     if node_part == "activation forward":
@@ -223,7 +260,7 @@ def split(events) -> dict[str, float]:
 def build(model_name: str, act: str, memory_format: torch.memory_format):
     from dyrelu.models import create_model
 
-    base, extra = ACTS[act]
+    base, extra = ACTS[_act_spec(act)[0]]
     torch.manual_seed(0)
     model = create_model(model_name, act=base, num_classes=10, in_chans=1, small_input=True, **extra)
     if base != "relu":
@@ -240,15 +277,17 @@ class Step:
         gen = torch.Generator().manual_seed(0)
         self.x = torch.randn(batch, 1, size, size, generator=gen).to(memory_format=memory_format)
         self.y = torch.randint(0, 10, (batch,), generator=gen)
+        self.switches = _act_spec(act)[1]
         self.model.train()
 
     def __call__(self) -> None:
-        with record_function("step::optimizer"):
-            self.optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(self.model(self.x), self.y)
-        loss.backward()
-        with record_function("step::optimizer"):
-            self.optimizer.step()
+        with switched_off(self.switches):
+            with record_function("step::optimizer"):
+                self.optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(self.model(self.x), self.y)
+            loss.backward()
+            with record_function("step::optimizer"):
+                self.optimizer.step()
 
 
 def profile_case(model_name, acts, fmt, threads, steps, repeats, batch, size, log=print) -> dict:
@@ -261,7 +300,7 @@ def profile_case(model_name, acts, fmt, threads, steps, repeats, batch, size, lo
     parts: dict[str, dict[str, float]] = {act: defaultdict(float) for act in acts}
     profiled_ms: dict[str, float] = defaultdict(float)
     with labels():
-        for r in runners.values():
+        for r in runners.values() if steps else ():
             r()  # warm the labelled code
         for i in range(steps):
             for act in acts[i % len(acts) :] + acts[: i % len(acts)]:
@@ -276,8 +315,8 @@ def profile_case(model_name, acts, fmt, threads, steps, repeats, batch, size, lo
         rows[act] = {
             "wall_ms": wall[act]["median_ms"],
             "wall_vs_relu": wall[act]["median_ms"] / wall["relu"]["median_ms"],
-            "profiled_wall_ms": profiled_ms[act] / steps,
-            "parts_ms": {p: parts[act][p] / steps for p in PARTS},
+            "profiled_wall_ms": profiled_ms[act] / max(steps, 1),
+            "parts_ms": {p: parts[act][p] / max(steps, 1) for p in PARTS},
         }
     summary = ", ".join(f"{a} {rows[a]['wall_ms']:.0f} ms ({rows[a]['wall_vs_relu']:.2f}x)" for a in acts)
     log(f"{model_name} {fmt} {threads} thread(s): {summary}")
@@ -312,22 +351,30 @@ def table(case: dict, act: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="mobilenetv2_050")
-    parser.add_argument("--acts", nargs="+", default=["dyrelu_b"], choices=[a for a in ACTS if a != "relu"])
+    parser.add_argument(
+        "--acts",
+        nargs="+",
+        default=["dyrelu_b"],
+        help=f"networks besides ReLU: {', '.join(a for a in ACTS if a != 'relu')}, each optionally with "
+        f"/SWITCH[+SWITCH] to turn changes off ({', '.join(SWITCHES)}; see switched_off)",
+    )
     parser.add_argument("--formats", nargs="+", default=["channels_last", "nchw"], choices=list(FORMATS))
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    parser.add_argument("--steps", type=int, default=3, help="profiled steps per network (default 3)")
+    parser.add_argument("--steps", type=int, default=3, help="profiled steps per network (default 3; 0: time only)")
     parser.add_argument("--repeats", type=int, default=6, help="unprofiled timed steps per network (default 6)")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--size", type=int, default=28)
     parser.add_argument("--out", default=None, help="JSON output path (default: none)")
     args = parser.parse_args(argv)
+    for spec in args.acts:
+        _act_spec(spec)
     acts = ["relu", *args.acts]
     cases = []
     for threads in args.threads:
         for fmt in args.formats:
             case = profile_case(args.model, acts, fmt, threads, args.steps, args.repeats, args.batch, args.size)
             cases.append(case)
-            for act in args.acts:
+            for act in args.acts if args.steps else ():
                 print()
                 print(table(case, act))
                 print()
