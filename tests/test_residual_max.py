@@ -104,3 +104,28 @@ def test_native_pooling_declines_what_it_does_not_cover():
     assert native.spatial_mean(x, torch.float64) is None  # another dtype than the input's computation dtype
     assert native.spatial_mean(x.half(), torch.float32) is None
     assert native.spatial_mean(x[:, :, ::2], torch.float32) is None  # neither layout dense
+
+
+@requires_native
+@pytest.mark.parametrize("layout", ["planes", "channels_last"])
+def test_two_threads_give_the_one_thread_results(layout):
+    """The kernels split their work over the intra-op threads (built with OpenMP); each sum stays in one thread,
+    so the results do not depend on the thread count."""
+    module = DyReLUB(32, zero_init_last=False)
+    x = torch.randn(16, 32, 14, 14)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            leaf = x.clone().requires_grad_()
+            module.zero_grad(set_to_none=True)
+            y = module(leaf)
+            y.backward(torch.ones_like(y))
+            results.append([y, leaf.grad, *(p.grad for p in module.parameters())])
+    finally:
+        torch.set_num_threads(threads)
+    for one, two in zip(*results, strict=True):
+        assert torch.equal(one, two)

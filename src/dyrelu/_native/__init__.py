@@ -33,6 +33,11 @@ import torch
 __all__ = ["DTYPES", "MAX_PIECES", "build_error", "build_kernels", "compiler", "native_enabled", "native_ops"]
 
 _SOURCE = Path(__file__).with_name("piecewise_max.cpp")
+# -fopenmp: at::parallel_for splits work over the intra-op threads only where _OPENMP is defined; without it
+# (the flags before issue 18) every kernel ran on one thread whatever torch.get_num_threads() said. The
+# extension links libgomp.so.1 by its soname, so it shares the OpenMP runtime torch has loaded already.
+_CFLAGS = ["-O3", "-march=native", "-fopenmp"]
+_LDFLAGS = ["-fopenmp"]
 _LOCK = threading.Lock()
 _STATE: dict[str, Any] = {"tried": False, "ops": None, "error": None}
 _log = logging.getLogger("dyrelu")
@@ -44,7 +49,7 @@ def native_enabled() -> bool:
 
 
 def _build_signature() -> str:
-    """A short hash of what the build depends on: the source, torch, the CPU's instruction sets.
+    """A short hash of what the build depends on: the source, the flags, torch, the CPU's instruction sets.
 
     Part of the extension's name, so that each combination has its own build folder and a build on disk
     is known to be current.
@@ -57,7 +62,7 @@ def _build_signature() -> str:
                 break
     except OSError:
         pass
-    text = f"{_SOURCE.read_text()}|{torch.__version__}|{platform.machine()}|{flags}"
+    text = f"{_SOURCE.read_text()}|{_CFLAGS}|{_LDFLAGS}|{torch.__version__}|{platform.machine()}|{flags}"
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
@@ -101,7 +106,8 @@ def _build() -> Any:
         cpp_extension.load(
             name=name,
             sources=[str(_SOURCE)],
-            extra_cflags=["-O3", "-march=native", "-fopenmp-simd"],
+            extra_cflags=_CFLAGS,
+            extra_ldflags=_LDFLAGS,
             is_python_module=False,
             verbose=False,
         )
