@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import statistics
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -104,37 +103,38 @@ def _time(
     configs: Sequence[Config], budget: Budget, threads: int, rounds: int, steps: int
 ) -> tuple[list[list[float]], list[list[float]]]:
     """Each configuration's median seconds per training step and per evaluated image, in each of ``rounds``."""
+    from dyrelu.analysis.timing import time_side_by_side
     from dyrelu.train import create_optimizer
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        generator = torch.Generator().manual_seed(0)
-        images = torch.randn(budget.batch_size, 1, 28, 28, generator=generator).to(memory_format=torch.channels_last)
-        labels = torch.randint(0, 10, (budget.batch_size,), generator=generator)
-        eval_images = torch.randn(2 * budget.batch_size, 1, 28, 28, generator=generator)
-        eval_images = eval_images.to(memory_format=torch.channels_last)
-        setups = []
-        for config in configs:
-            model = _network(config, budget)
-            train = {**budget.extra, **dict(config.train_kwargs)}
-            optimizer = create_optimizer(
-                model,
-                "sgd",
-                budget.lr,
-                5e-4,
-                hyper_lr_scale=train.get("hyper_lr_scale", 1.0),
-                hyper_weight_decay=train.get("hyper_weight_decay", True),
-            )
-            setups.append((model, optimizer))
-        step_times: list[list[float]] = [[] for _ in configs]
-        eval_times: list[list[float]] = [[] for _ in configs]
-        for _ in range(rounds):
-            for i, (model, optimizer) in enumerate(setups):
-                step_times[i].append(_time_steps(model, optimizer, images, labels, steps))
-                eval_times[i].append(_time_eval(model, eval_images, steps) / eval_images.shape[0])
-    finally:
-        torch.set_num_threads(previous)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(budget.batch_size, 1, 28, 28, generator=generator).to(memory_format=torch.channels_last)
+    labels = torch.randint(0, 10, (budget.batch_size,), generator=generator)
+    eval_images = torch.randn(2 * budget.batch_size, 1, 28, 28, generator=generator)
+    eval_images = eval_images.to(memory_format=torch.channels_last)
+    models, optimizers = {}, {}
+    for i, config in enumerate(configs):
+        models[i] = model = _network(config, budget)
+        train = {**budget.extra, **dict(config.train_kwargs)}
+        optimizers[i] = create_optimizer(
+            model,
+            "sgd",
+            budget.lr,
+            5e-4,
+            hyper_lr_scale=train.get("hyper_lr_scale", 1.0),
+            hyper_weight_decay=train.get("hyper_weight_decay", True),
+        )
+    times = time_side_by_side(
+        models,
+        images,
+        labels,
+        optimizers=optimizers,
+        eval_images=eval_images,
+        rounds=rounds,
+        steps=steps,
+        threads=threads,
+    )
+    step_times = [list(times[i].train) for i in models]
+    eval_times = [[t / eval_images.shape[0] for t in times[i].eval] for i in models]
     return step_times, eval_times
 
 
@@ -145,32 +145,6 @@ def _network_key(config: Config, budget: Budget) -> tuple:
 
 def _options(kwargs: dict) -> str:
     return json.dumps(kwargs, sort_keys=True)
-
-
-def _time_steps(model: nn.Module, optimizer, images, labels, steps: int) -> float:
-    model.train()
-    loss_fn = nn.CrossEntropyLoss()
-    elapsed = []
-    for i in range(steps + 1):
-        start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn(model(images), labels).backward()
-        optimizer.step()
-        if i:  # the first step allocates and warms caches
-            elapsed.append(time.perf_counter() - start)
-    return statistics.median(elapsed)
-
-
-@torch.no_grad()
-def _time_eval(model: nn.Module, images, steps: int) -> float:
-    model.eval()
-    elapsed = []
-    for i in range(steps + 1):
-        start = time.perf_counter()
-        model(images)
-        if i:
-            elapsed.append(time.perf_counter() - start)
-    return statistics.median(elapsed)
 
 
 def calibrated(estimates: Sequence[CostEstimate], measured: Mapping[tuple[str, str, str], float]) -> dict:
