@@ -144,6 +144,14 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="test images on which each epoch measures the DY-ReLU layers' dynamics (dyn_* metrics; default 256)",
     )
+    run_group.add_argument(
+        "--precise-bn",
+        type=int,
+        default=None,
+        metavar="N",
+        help="before each evaluation, recompute the BatchNorm statistics over N training images with the epoch's "
+        "final weights (default 0: the running averages; short runs at a high learning rate need it)",
+    )
     run_group.add_argument("--json", action="store_true", help="print the final metrics as JSON")
 
 
@@ -183,6 +191,7 @@ _PLAIN = (
     "channels_last",
     "tensorboard",
     "dynamics_images",
+    "precise_bn",
 )
 
 

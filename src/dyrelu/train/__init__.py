@@ -26,7 +26,14 @@ from dyrelu.train.checkpoint import (
 from dyrelu.train.config import MODEL_FIELDS, TrainConfig
 from dyrelu.train.distributed import DistContext
 from dyrelu.train.engine import FitResult, fit
-from dyrelu.train.evaluation import build_model, evaluate, evaluate_checkpoint, model_from_checkpoint, upgrade_model
+from dyrelu.train.evaluation import (
+    build_model,
+    evaluate,
+    evaluate_checkpoint,
+    model_from_checkpoint,
+    recompute_batchnorm,
+    upgrade_model,
+)
 from dyrelu.train.metrics import METRICS_NAME, MetricsWriter, read_metrics
 from dyrelu.train.optim import create_optimizer, param_groups
 from dyrelu.train.schedule import WarmupCosine, set_tau, tau_at
@@ -52,6 +59,7 @@ __all__ = [
     "model_from_checkpoint",
     "param_groups",
     "read_metrics",
+    "recompute_batchnorm",
     "restore_rng",
     "save_checkpoint",
     "set_tau",

@@ -76,6 +76,11 @@ class TrainConfig:
         tau_epochs, tau_end: see ``tau_start``.
         dynamics_images: for networks with DY-ReLU layers, measure their dynamics each epoch on this many
             test images (the first ones; :func:`dyrelu.analysis.dynamics_numbers`, ``dyn_*`` metrics); 0: never.
+        precise_bn: before each evaluation, recompute the BatchNorm layers' running statistics over this many
+            training images (spread evenly over the training set, not augmented) with the epoch's final weights
+            (:func:`dyrelu.train.recompute_batchnorm`); 0: evaluate with the running averages of training. Short
+            runs at a high learning rate need it: their running averages lag the weights, and an early epoch can
+            evaluate near chance with a test loss in the hundreds while its weights are fine.
         seed: seeds the initialisation, the data order, the augmentation and dropout.
         workers: DataLoader processes building batches (results do not depend on it).
         threads: intra-op CPU threads per process (``None``: the available cores / local processes).
@@ -122,6 +127,7 @@ class TrainConfig:
     tau_epochs: float = 0.0
     tau_end: float = 1.0
     dynamics_images: int = 256
+    precise_bn: int = 0
     seed: int = 0
     workers: int = 0
     threads: int | None = None
@@ -144,6 +150,7 @@ class TrainConfig:
             ("val_size", self.val_size >= 0, "an integer >= 0"),
             ("hyper_lr_scale", self.hyper_lr_scale > 0, "> 0"),
             ("dynamics_images", self.dynamics_images >= 0, "an integer >= 0"),
+            ("precise_bn", self.precise_bn >= 0, "an integer >= 0"),
             ("eval_fraction", 0.0 < self.eval_fraction <= 1.0, "in (0, 1]"),
             ("warmup_epochs", self.warmup_epochs >= 0, ">= 0"),
             ("label_smoothing", 0.0 <= self.label_smoothing < 1.0, "in [0, 1)"),

@@ -21,7 +21,16 @@ from dyrelu.analysis.dynamics import dyrelu_layers
 from dyrelu.data import BatchLoader, DataError, ImageDataset, create_dataset, holdout, normalize_batch
 from dyrelu.train import distributed as D
 from dyrelu.train.config import MODEL_FIELDS, TrainConfig
-from dyrelu.train.evaluation import amp_autocast, build_model, evaluate, materialize, upgrade_model, uses_conv2d
+from dyrelu.train.evaluation import (
+    amp_autocast,
+    batchnorm_subset,
+    build_model,
+    evaluate,
+    materialize,
+    recompute_batchnorm,
+    upgrade_model,
+    uses_conv2d,
+)
 from dyrelu.train.loop import EpochClock, FitResult, Training, preserved_runtime, run_epochs
 from dyrelu.train.runtime import check_resume, open_run, progress_bar, seed_everything, set_cpu_threads
 from dyrelu.train.schedule import set_tau
@@ -236,6 +245,12 @@ class _Classification:
         if self.steps_per_epoch == 0:
             raise DataError(f"the training set {train_set.name} is empty")
         self.dynamics_images = _dynamics_images(config, self.model, test_set)
+        # every rank recomputes BatchNorm statistics over the same images: their buffers stay equal
+        self.bn_loader = (
+            BatchLoader(batchnorm_subset(train_set, config.precise_bn), config.batch_size, train=False)
+            if config.precise_bn
+            else None
+        )
 
     def start(self, training: Training) -> None:
         """Take over ``training`` (resumed or fresh); wrap the model for DistributedDataParallel when distributed."""
@@ -289,6 +304,11 @@ class _Classification:
         if tau is not None:
             # Evaluate (and save) with the temperature that the next step would use: τ_end once annealed.
             set_tau(self.model, tau)
+        if self.bn_loader is not None:
+            config = self.config
+            recompute_batchnorm(
+                self.model, self.bn_loader, device=self.ctx.device, amp=config.amp, channels_last=self.channels_last
+            )
         test = self._evaluate(self.test_loader)
         row: dict[str, Any] = {
             "epoch": epoch + 1,

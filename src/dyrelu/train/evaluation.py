@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from typing import Any
 
@@ -16,7 +17,14 @@ from dyrelu.train import distributed as D
 from dyrelu.train.checkpoint import CheckpointError, loaded_checkpoint
 from dyrelu.train.config import TrainConfig
 
-__all__ = ["build_model", "evaluate", "evaluate_checkpoint", "model_from_checkpoint", "upgrade_model"]
+__all__ = [
+    "build_model",
+    "evaluate",
+    "evaluate_checkpoint",
+    "model_from_checkpoint",
+    "recompute_batchnorm",
+    "upgrade_model",
+]
 
 
 def build_model(config: TrainConfig) -> nn.Module:
@@ -104,6 +112,67 @@ def evaluate(
     loss_sum, correct, count = totals.tolist()
     count = max(count, 1.0)
     return {"loss": loss_sum / count, "acc": 100.0 * correct / count, "count": int(totals[2].item())}
+
+
+def batchnorm_subset(dataset: ImageDataset, count: int) -> ImageDataset:
+    """``count`` images of ``dataset`` spread evenly over it (all of them when it holds fewer), for
+    :func:`recompute_batchnorm`: a fixed set, whatever the order of the classes in the dataset."""
+    total = len(dataset.labels)
+    index = torch.linspace(0, total - 1, min(count, total)).round().long().unique()
+    return dataclasses.replace(dataset, images=dataset.images[index], labels=dataset.labels[index])
+
+
+@torch.no_grad()
+def recompute_batchnorm(
+    model: nn.Module,
+    loader: BatchLoader,
+    *,
+    device: torch.device | str = "cpu",
+    amp: str = "none",
+    channels_last: bool = False,
+) -> int:
+    """Replace the running statistics of ``model``'s BatchNorm layers by their exact average over ``loader``'s
+    batches, computed with the current weights ("precise BatchNorm").
+
+    Why: in evaluation a BatchNorm layer normalises with running averages that training accumulated over its last
+    few dozen steps, while the weights before it kept moving. At a high learning rate early in training the two
+    disagree: a short run can evaluate at chance with a test loss in the hundreds while the same weights, normalised
+    with statistics of their own, are fine. Forward passes over a few hundred training images (no augmentation)
+    fix that in a second. Only the BatchNorm layers run in training mode (no dropout, no random draw); other
+    normalisations (DY-ReLU-C's attention norm) keep their running averages. Training itself never reads the
+    running statistics, so a run's steps are the same with or without this.
+
+    Args:
+        model: the network; left in eval mode.
+        loader: the batches (for example a :class:`~dyrelu.data.BatchLoader` with ``train=False`` over a fixed
+            subset of the training set).
+        device, amp, channels_last: as for :func:`evaluate`.
+
+    Returns:
+        The number of BatchNorm layers recomputed (0: nothing to do; the model is untouched).
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return 0
+    device = torch.device(device)
+    model.eval()
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average: every batch counts alike
+        m.train()
+    try:
+        for images, _ in loader:
+            images = images.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with amp_autocast(device, amp):
+                model(images)
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        model.eval()
+    return len(norms)
 
 
 def model_from_checkpoint(
