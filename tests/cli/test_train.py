@@ -1,4 +1,4 @@
-"""The `dyrelu` train, eval, export and demo subcommands, run in-process on small data in tmp_path."""
+"""The `dyrelu` train, eval and export subcommands, run in-process on small data in tmp_path."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import torch
 
 from dyrelu.cli import main
 from dyrelu.train import load_checkpoint, model_from_checkpoint, read_metrics
-from tests.datafiles import write_fashion_mnist
 
 TRAIN = [
     "train",
@@ -158,22 +157,6 @@ def test_existing_run_is_not_overwritten(trained, capsys):
     assert "already holds a checkpoint; resume it (--resume)" in _one_line_error(capsys, "train")
     assert main(["train", "--out", str(out), "--resume", "--model", "mobilenetv2_050"]) == 2
     assert "model='mobilenetv2_035'" in _one_line_error(capsys, "train")
-
-
-@pytest.mark.slow
-def test_demo_on_a_small_fashion_mnist(tmp_path, capsys):
-    data = write_fashion_mnist(tmp_path / "fmnist", n_train=32, n_test=16)
-    out = tmp_path / "demo"
-    argv = ["demo", "--data-dir", str(data), "--model", "mobilenetv2_035", "--epochs", "1", "--data-fraction", "1"]
-    assert main([*argv, "--batch-size", "16", "--threads", "1", "--out", str(out), "--no-progress"]) == 0
-    printed = capsys.readouterr().out
-    assert "| ReLU |" in printed and "| DY-ReLU-B |" in printed and "wall time" in printed
-    results = json.loads((out / "results.json").read_text())
-    assert [row["act"] for row in results["rows"]] == ["relu", "dyrelu_b"]
-    assert results["rows"][1]["params"] > results["rows"][0]["params"]
-    assert (out / "curves.png").stat().st_size > 0 and "DY-ReLU-B" in (out / "results.md").read_text()
-    assert main([*argv, "--batch-size", "16", "--threads", "1", "--out", str(out), "--no-progress"]) == 0
-    assert "nothing to train" in capsys.readouterr().out  # a second demo reuses the finished runs
 
 
 def test_recipe_flags_reach_the_run(tmp_path, capsys):

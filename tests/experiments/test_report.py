@@ -113,4 +113,12 @@ def test_committed_report_and_readme_match_the_committed_results():
     argv = ["report", "--results", str(root / "results" / "grid.csv"), "--out", str(root / "REPRODUCTION.md")]
     argv += ["--keypoint-results", str(root / "results" / "keypoints.csv"), "--readme", str(root / "README.md")]
     argv += ["--recipe-results", str(root / "results" / "recipe.csv")]
+    for option, name in (
+        ("--converged-results", "converged.csv"),
+        ("--plateau-results", "plateau.csv"),
+        ("--estimate", "converged_estimate.csv"),
+        ("--cluttered-results", "cluttered.csv"),
+        ("--upgrade-results", "upgrade.csv"),
+    ):
+        argv += [option, str(root / "results" / name)]
     assert main([*argv, "--check"]) == 0, "run `make report` after adding results"

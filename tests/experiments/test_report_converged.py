@@ -97,3 +97,36 @@ def test_report_cli_puts_the_converged_section_first(tmp_path):
     assert main(argv) == 0
     text = out.read_text()
     assert text.index("### P1:") < text.index("## The short budget") and "| 12 | 1 | 92.20 |" in text
+
+
+def test_converged_summary_gives_the_verdicts_and_the_tables_of_claims_with_rows():
+    from dyrelu.experiments.report import converged_summary
+
+    rows = [_row("mobilenetv2_025", act, seed, 90.0 + seed) for act in ("relu", "dyrelu_b") for seed in (0, 1)]
+    rows.append(_row("mobilenetv2_035", "dyrelu_b", 0, 91.0, device="cuda"))
+    text = converged_summary(rows)
+    assert text.startswith("4 runs on cpu\n")  # the CPU rows; the GPU row is another device's
+    assert "| C1-converged |" in text and "no verdict yet: 0 of 6 configurations have 3 seeds (4 runs so far)" in text
+    assert "## C1-converged:" in text and "## C2-converged:" not in text  # only claims with rows get a table
+    assert "| mobilenetv2_025 | relu | 2 | 90.50 ± 0.71 |" in text
+    assert converged_summary([]).startswith("0 runs on cpu\n")
+
+
+def test_the_cluttered_and_upgrade_claims_get_their_section_and_verdicts():
+    from dyrelu.experiments.report import beyond_report
+
+    upgrade = [
+        {**_row("mobilenetv2_035", act, seed, acc + 0.1 * seed), "experiment": "U1"}
+        for seed in (0, 1, 2)
+        for act, acc in (("relu", 92.0), ("dyrelu_b", 93.0))
+    ]
+    text = beyond_report([], upgrade)
+    assert text.startswith("## Beyond the paper's setting\n")
+    assert "| C1-cluttered | DY-ReLU-B beats ReLU" in text and "(0 runs so far)" in text
+    (u1,) = [line for line in text.splitlines() if line.startswith("| U1 |")]
+    assert u1.endswith("| holds |")
+    assert "converted to DY-ReLU-B − kept as ReLU, both fine-tuned alike: +1.00" in text
+    low = [{**r, "test_acc": str(float(r["test_acc"]) - (2.0 if r["act"] == "dyrelu_b" else 0.0))} for r in upgrade]
+    assert "clearly below the ReLU fine-tune" in beyond_report([], low)
+    readme = readme_summary(converged_report([], []) + "\n" + beyond_report([], upgrade))
+    assert [line.split(" | ")[0] for line in readme.splitlines()[2:]][-2:] == ["| C1-cluttered", "| U1"]

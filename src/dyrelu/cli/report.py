@@ -34,6 +34,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--plateau-results", default="results/plateau.csv", help="the plateau study's CSV (default results/plateau.csv)"
     )
     parser.add_argument(
+        "--cluttered-results",
+        default="results/cluttered.csv",
+        help="claim C1-cluttered's CSV, in the section after the converged one (default results/cluttered.csv)",
+    )
+    parser.add_argument(
+        "--upgrade-results",
+        default="results/upgrade.csv",
+        help="claim U1's CSV, in the section after the converged one (default results/upgrade.csv)",
+    )
+    parser.add_argument(
         "--estimate",
         default="results/converged_estimate.csv",
         help="the converged grid's cost estimate (default results/converged_estimate.csv)",
@@ -67,13 +77,15 @@ def run(args: argparse.Namespace) -> int:
     converged, plateau = read_results(args.converged_results), read_results(args.plateau_results)
     preface = ""
     if converged or plateau:
-        from dyrelu.experiments.report import converged_report
+        from dyrelu.experiments.report import beyond_report, converged_report
 
         try:
             preface = converged_report(converged, plateau, read_results(args.estimate))
+            preface += "\n" + beyond_report(read_results(args.cluttered_results), read_results(args.upgrade_results))
         except (KeyError, ValueError) as err:
             raise CLIError(
-                f"{args.converged_results} or {args.plateau_results} is not a results file of dyrelu compare: {err}"
+                f"{args.converged_results}, {args.plateau_results}, {args.cluttered_results} or {args.upgrade_results} "
+                f"is not a results file of dyrelu compare: {err}"
             ) from err
     try:
         text = make_report(rows, preface=preface)

@@ -19,20 +19,24 @@ from __future__ import annotations
 
 from dyrelu.experiments.claims import (
     CLAIMS,
+    CLUTTERED_CLAIM,
     CONVERGED_CLAIMS,
     DEFAULT_CLAIMS,
     PLATEAU_CLAIM,
     RECIPE_CLAIM,
+    UPGRADE_CLAIM,
     Claim,
     claims_budget,
     select_claims,
 )
 from dyrelu.experiments.grid import (
+    CLUTTERED_BUDGET,
     COLUMNS,
     CONVERGED_BUDGET,
     DEFAULT_BUDGET,
     ESTIMATE_COLUMNS,
     RECIPE_BUDGET,
+    UPGRADE_BUDGET,
     Budget,
     Config,
     RunSpec,
@@ -46,6 +50,8 @@ from dyrelu.experiments.grid import (
 
 __all__ = [
     "CLAIMS",
+    "CLUTTERED_BUDGET",
+    "CLUTTERED_CLAIM",
     "COLUMNS",
     "CONVERGED_BUDGET",
     "CONVERGED_CLAIMS",
@@ -55,6 +61,8 @@ __all__ = [
     "PLATEAU_CLAIM",
     "RECIPE_BUDGET",
     "RECIPE_CLAIM",
+    "UPGRADE_BUDGET",
+    "UPGRADE_CLAIM",
     "Budget",
     "Claim",
     "Config",

@@ -18,7 +18,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dyrelu.analysis.summary import STATIC_THRESHOLD
-from dyrelu.experiments.grid import CONVERGED_BUDGET, DEFAULT_BUDGET, RECIPE_BUDGET, Budget, Config
+from dyrelu.experiments.grid import (
+    CLUTTERED_BUDGET,
+    CONVERGED_BUDGET,
+    DEFAULT_BUDGET,
+    RECIPE_BUDGET,
+    UPGRADE_BUDGET,
+    Budget,
+    Config,
+)
 from dyrelu.experiments.stats import (
     MIN_SEEDS,
     RecipeStat,
@@ -32,11 +40,13 @@ from dyrelu.experiments.stats import (
 
 __all__ = [
     "CLAIMS",
+    "CLUTTERED_CLAIM",
     "CONVERGED_CLAIMS",
     "DEFAULT_CLAIMS",
     "PLATEAU_CLAIM",
     "PLATEAU_TOLERANCE",
     "RECIPE_CLAIM",
+    "UPGRADE_CLAIM",
     "Claim",
     "Rule",
     "Verdict",
@@ -97,7 +107,11 @@ def _incomplete(claim: Claim, stats: Stats) -> str | None:
     ready = sum(n >= MIN_SEEDS for n in counts)
     if ready == len(counts):
         return None
-    return f"no verdict yet: {ready} of {len(counts)} configurations have {MIN_SEEDS} seeds ({sum(counts)} runs so far)"
+    runs = sum(counts)
+    return (
+        f"no verdict yet: {ready} of {len(counts)} configurations have {MIN_SEEDS} seeds "
+        f"({runs} run{'' if runs == 1 else 's'} so far)"
+    )
 
 
 def _dynamics_guard(claim: Claim, stats: Stats, verdict: str, notes: list[str]) -> Verdict:
@@ -277,6 +291,22 @@ def _c7_peer(claim: Claim, stats: Stats) -> Verdict:
         return "holds", notes
     if d[0] < -d[1]:
         return "does not hold at our scale: APReLU is clearly higher", notes
+    return "does not hold at our scale: no clear difference", notes
+
+
+def _u1_upgrade(claim: Claim, stats: Stats) -> Verdict:
+    relu, upgraded = (stat_of(stats, config) for config in claim.configs)
+    if relu is None or upgraded is None:
+        return "not run yet", []
+    d, spread = upgraded.diff(relu)
+    notes = [
+        f"converted to DY-ReLU-B − kept as ReLU, both fine-tuned alike: {format_difference(d, spread)} pp "
+        f"({describe_difference(d, spread)})"
+    ]
+    if d > spread:
+        return "holds", notes
+    if d < -spread:
+        return "does not hold at our scale: the upgraded network is clearly below the ReLU fine-tune", notes
     return "does not hold at our scale: no clear difference", notes
 
 
@@ -513,8 +543,42 @@ CONVERGED_CLAIMS: tuple[Claim, ...] = (
     _converged(_BY_NAME["C3"]),
 )
 
-#: Every claim ``dyrelu compare --claims`` knows: the paper's, the recipe study, the plateau study, the converged.
-CLAIMS: tuple[Claim, ...] = (*_PAPER, RECIPE_CLAIM, PLATEAU_CLAIM, *CONVERGED_CLAIMS)
+#: C1 where the input has a global context to read (the paper's argument for the hyper function): the smallest two
+#: networks on the cluttered canvases of :mod:`dyrelu.data.cluttered`, at the converged schedule.
+CLUTTERED_CLAIM = replace(
+    _converged(
+        _BY_NAME["C1"],
+        tuple(_cfg(model, act) for model in ("mobilenetv2_025", "mobilenetv2_035") for act in ("relu", "dyrelu_b")),
+        "DY-ReLU-B against ReLU on cluttered canvases (an item among distractors: global context)",
+    ),
+    name="C1-cluttered",
+    budget=CLUTTERED_BUDGET,
+    results="results/cluttered.csv",
+)
+
+#: Upgrading a trained network, which an exact conversion allows: the converged ReLU runs of mobilenetv2_035
+#: fine-tuned for a few epochs, as ReLU or converted to DY-ReLU-B by :func:`dyrelu.convert`.
+UPGRADE_CLAIM = Claim(
+    "U1",
+    "Upgrading a trained ReLU network to DY-ReLU-B",
+    "(Not the paper's: what an exact conversion allows.) A trained ReLU network converted to DY-ReLU-B and "
+    "fine-tuned beats the same network fine-tuned as ReLU for the same epochs.",
+    (_cfg(_SMALL, "relu", "fine-tuned as ReLU"), _cfg(_SMALL, "dyrelu_b", "converted to DY-ReLU-B, fine-tuned")),
+    budget=UPGRADE_BUDGET,
+    results="results/upgrade.csv",
+    rule=on_accuracy(_u1_upgrade),
+)
+
+#: Every claim ``dyrelu compare --claims`` knows: the paper's, the recipe study, the plateau study, the converged
+#: claims, the cluttered task and the upgrade.
+CLAIMS: tuple[Claim, ...] = (
+    *_PAPER,
+    RECIPE_CLAIM,
+    PLATEAU_CLAIM,
+    *CONVERGED_CLAIMS,
+    CLUTTERED_CLAIM,
+    UPGRADE_CLAIM,
+)
 
 #: The claims ``dyrelu compare`` runs by default: every claim of the shared budget (REPRODUCTION.md gives
 #: the grid's measured total time, within the plan's ~4 hours on 2 cores). Claims with a budget of their

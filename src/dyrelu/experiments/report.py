@@ -18,17 +18,19 @@ from collections.abc import Sequence
 
 from dyrelu.analysis.summary import STATIC_THRESHOLD
 from dyrelu.experiments.claims import (
+    CLUTTERED_CLAIM,
     CONVERGED_CLAIMS,
     DEFAULT_CLAIMS,
     PLATEAU_CLAIM,
     PLATEAU_TOLERANCE,
     RECIPE_CLAIM,
+    UPGRADE_CLAIM,
     Claim,
     claim_verdicts,
     plateau_choice,
     schedule_means,
 )
-from dyrelu.experiments.grid import CONVERGED_BUDGET, Budget, Config, plan_runs
+from dyrelu.experiments.grid import CONVERGED_BUDGET, UPGRADE_BUDGET, Budget, Config, plan_runs
 from dyrelu.experiments.keypoints import (
     ACT_NAMES,
     KEYPOINT_CLAIM,
@@ -51,8 +53,10 @@ __all__ = [
     "CONVERGED_COMMAND",
     "GPU_COMMAND",
     "README_MARKERS",
+    "beyond_report",
     "claim_section",
     "converged_report",
+    "converged_summary",
     "keypoint_report",
     "make_report",
     "readme_summary",
@@ -361,6 +365,68 @@ def converged_report(
         lines += [f"## Verdicts at the converged budget ({device})", "", *verdict_table(claims, verdicts), ""]
         for claim in claims:
             lines += claim_section(claim, stats, *verdicts[claim.name], heading="###")
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _claim_command(claim: Claim) -> str:
+    return f"dyrelu compare --claims {claim.name} --jobs 2 --runs-dir runs/converged"
+
+
+def beyond_report(cluttered_rows: Sequence[dict[str, str]], upgrade_rows: Sequence[dict[str, str]]) -> str:
+    """The section after the converged verdicts: C1 on the cluttered canvases (C1-cluttered) and the upgrade of a
+    trained network (U1), each with its own budget and results file, judged like the converged claims."""
+    parts = ((CLUTTERED_CLAIM, cluttered_rows), (UPGRADE_CLAIM, upgrade_rows))
+    verdicts, stats = {}, {}
+    for claim, rows in parts:
+        stats[claim.name] = summarise(rows) if rows else {}
+        verdicts.update(claim_verdicts([claim], stats[claim.name]))
+    seconds = sum(float(r["train_seconds"]) for _, rows in parts for r in rows)
+    lines = [
+        "## Beyond the paper's setting",
+        "",
+        "Two questions the converged grid leaves open, each with a budget of its own (rows in their own files):",
+        "",
+        f"- **{CLUTTERED_CLAIM.name}**: the paper credits the hyper function with reading the input's global context; "
+        "Fashion-MNIST items are centred and alike. `--data cluttered-fashion-mnist` puts the item to classify "
+        "among smaller distractors on a textured 32×32 canvas (`dyrelu.data.cluttered`); C1's smallest two networks "
+        "train there at the converged schedule (12 epochs, not shown to be converged on this task). "
+        f"`{_claim_command(CLUTTERED_CLAIM)}`, rows in `{CLUTTERED_CLAIM.results}`.",
+        f"- **{UPGRADE_CLAIM.name}**: each converged ReLU run of mobilenetv2_035 (C1-converged) fine-tuned for "
+        f"{UPGRADE_BUDGET.epochs} more epochs (lr {UPGRADE_BUDGET.lr}, cosine), kept as ReLU or converted to "
+        "DY-ReLU-B by `dyrelu.convert` (exact: the network computes what it computed) with the hyper functions at "
+        f"{UPGRADE_BUDGET.extra['hyper_lr_scale']:g}× the learning rate; `dyrelu train --init-from RUN --act "
+        f"dyrelu_b` does one. `{_claim_command(UPGRADE_CLAIM)}` (after C1-converged's mobilenetv2_035 ReLU runs), "
+        f"rows in `{UPGRADE_CLAIM.results}`.",
+        f"- training time so far: {seconds / 3600:.2f} process hours",
+        "",
+        "## Verdicts beyond the paper's setting",
+        "",
+        *verdict_table([claim for claim, _ in parts], verdicts),
+        "",
+    ]
+    for claim, _ in parts:
+        lines += claim_section(claim, stats[claim.name], *verdicts[claim.name], heading="###")
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def converged_summary(rows: Sequence[dict[str, str]], claims: Sequence[Claim] = CONVERGED_CLAIMS) -> str:
+    """What the converged grid has measured so far, for a terminal: each claim's verdict, and the table of every
+    claim that has rows (one device: the CPU rows, or the first device's when there are none).
+
+    Example:
+        >>> print(converged_summary([]).splitlines()[2])
+        | claim | paper | verdict at our scale |
+    """
+    devices = sorted({_device(r) for r in rows}, key=lambda d: (d != "cpu", d))
+    device = devices[0] if devices else "cpu"
+    device_rows = [r for r in rows if _device(r) == device]
+    stats = summarise(device_rows) if device_rows else {}
+    verdicts = claim_verdicts(claims, stats)
+    runs = {r["run"] for r in device_rows}
+    lines = [f"{len(runs)} run{'' if len(runs) == 1 else 's'} on {device}", "", *verdict_table(claims, verdicts), ""]
+    for claim in claims:
+        if any(stat_of(stats, config) is not None for config in claim.configs):
+            lines += claim_section(claim, stats, *verdicts[claim.name], heading="##")
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
