@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import os
 import sys
 import time
 from collections import defaultdict
@@ -73,13 +74,14 @@ ACTS = {
 FORMATS = {"channels_last": torch.channels_last, "nchw": torch.contiguous_format}
 # Switches that turn one of issue 18's changes off (``dyrelu_b/generic``, ``dyrelu_b/generic+torch_mean``), so that
 # a change is timed side by side with the state before it, in one process.
-SWITCHES = ("generic", "torch_mean")
+SWITCHES = ("generic", "torch_mean", "fresh")
 
 
 @contextlib.contextmanager
 def switched_off(switches: tuple[str, ...]):
     """``generic``: the coefficients and the kernel as separate autograd nodes (``functional.piecewise_max``), not
-    one; ``torch_mean``: the pooling by torch.mean, not the native kernel."""
+    one; ``torch_mean``: the pooling by torch.mean, not the native kernel; ``fresh``: the kernels' outputs in
+    fresh memory, not recycled (``DYRELU_RECYCLE=0``)."""
     import dyrelu._native as native
     import dyrelu.modules as modules
 
@@ -90,11 +92,19 @@ def switched_off(switches: tuple[str, ...]):
     if "torch_mean" in switches and hasattr(native, "spatial_mean"):
         saved.append((native, "spatial_mean", native.spatial_mean))
         native.spatial_mean = lambda *args: None
+    recycle = os.environ.get("DYRELU_RECYCLE")
+    if "fresh" in switches:
+        os.environ["DYRELU_RECYCLE"] = "0"
     try:
         yield
     finally:
         for owner, name, fn in reversed(saved):
             setattr(owner, name, fn)
+        if "fresh" in switches:
+            if recycle is None:
+                del os.environ["DYRELU_RECYCLE"]
+            else:
+                os.environ["DYRELU_RECYCLE"] = recycle
 
 
 def _act_spec(spec: str) -> tuple[str, tuple[str, ...]]:

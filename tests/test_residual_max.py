@@ -129,3 +129,46 @@ def test_two_threads_give_the_one_thread_results(layout):
         torch.set_num_threads(threads)
     for one, two in zip(*results, strict=True):
         assert torch.equal(one, two)
+
+
+@requires_native
+def test_large_outputs_reuse_memory_nobody_holds(monkeypatch):
+    monkeypatch.setenv("DYRELU_RECYCLE", "1")
+    native.clear_recycled()
+    module = DyReLUB(64, zero_init_last=False)
+    x = torch.randn(32, 64, 14, 14).contiguous(memory_format=torch.channels_last)  # 1.6 MB
+    with torch.no_grad():
+        want = module(x)
+        held = module(x)  # still held: the next output must not share its memory
+        again = module(x)
+        assert again.data_ptr() != held.data_ptr() and torch.equal(held, want) and torch.equal(again, want)
+        pointer = again.data_ptr()
+        del again
+        assert module(x).data_ptr() == pointer  # free again: reused, and rewritten
+        assert torch.equal(module(x), want)
+        monkeypatch.setenv("DYRELU_RECYCLE", "0")
+        fresh = [module(x) for _ in range(2)]
+        assert all(t.data_ptr() != pointer for t in fresh)
+    native.clear_recycled()
+    assert native._recycled_bytes() == 0
+
+
+@requires_native
+def test_recycled_training_steps_match_fresh_memory(monkeypatch):
+    def steps(recycle: str):
+        monkeypatch.setenv("DYRELU_RECYCLE", recycle)
+        torch.manual_seed(0)
+        module = DyReLUB(64, zero_init_last=False)
+        x = torch.randn(32, 64, 14, 14).contiguous(memory_format=torch.channels_last).requires_grad_()
+        out = []
+        for _ in range(3):
+            x.grad = None
+            module.zero_grad(set_to_none=True)
+            y = module(x)
+            (y * y).sum().backward()
+            out += [y.detach().clone(), x.grad.clone(), module.fc2_weight.grad.clone()]
+        return out
+
+    for got, want in zip(steps("1"), steps("0"), strict=True):
+        assert torch.equal(got, want)
+    native.clear_recycled()

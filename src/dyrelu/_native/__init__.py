@@ -14,6 +14,7 @@ path (forward + backward, ``(128, 32, 14, 14)``, 1 thread); CPU autocast uses bf
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import logging
@@ -30,7 +31,17 @@ from typing import Any
 
 import torch
 
-__all__ = ["DTYPES", "MAX_PIECES", "build_error", "build_kernels", "compiler", "native_enabled", "native_ops"]
+__all__ = [
+    "DTYPES",
+    "MAX_PIECES",
+    "build_error",
+    "build_kernels",
+    "clear_recycled",
+    "compiler",
+    "native_enabled",
+    "native_ops",
+    "recycling_enabled",
+]
 
 _SOURCE = Path(__file__).with_name("piecewise_max.cpp")
 # -fopenmp: at::parallel_for splits work over the intra-op threads only where _OPENMP is defined; without it
@@ -193,8 +204,65 @@ def _view3(t: torch.Tensor, rows: bool) -> torch.Tensor:
 def _like(x: torch.Tensor) -> torch.Tensor:
     """An uninitialised tensor like ``x``: its shape, dtype, device and strides, so the layout :func:`_layout`
     chose for ``x`` (``x`` is dense there), whatever ``torch.set_default_device`` says; the same as the fake
-    implementation of ``torch.ops.dyrelu.piecewise_max`` allocates."""
+    implementation of ``torch.ops.dyrelu.piecewise_max`` allocates. Large ones come from :func:`_recycled`."""
+    if x.numel() * x.element_size() >= _RECYCLE_MIN_BYTES and x.device.type == "cpu" and recycling_enabled():
+        return _recycled(x)
     return torch.empty_like(x, memory_format=torch.preserve_format)
+
+
+# -- recycled memory for the kernels' outputs ------------------------------------------------------------------
+#
+# A fresh CPU tensor above glibc's mmap threshold (at most 32 MiB, and the large activations of a network are
+# above it) is new pages on every call: the kernel's first write page-faults them in and the kernel zeroes
+# them, which cost more than the kernel's own pass (mobilenetv2_050, batch 128, all activation sites, 1
+# thread: forward 83 ms into fresh outputs, 26 ms into a reused one, benchmarks/bench_sites.py). ReLU runs in
+# place and pays nothing. So the kernels' outputs (the forward's y, the backward's input gradient) of 1 MiB or
+# more are carved from storages kept here, reused once nothing but this cache holds them (the next training
+# step, typically): per shape, strides and dtype at most _RECYCLE_PER_KEY of them, for at most
+# _RECYCLE_KEYS keys (the least recently used go), _RECYCLE_MAX_BYTES in all. That memory stays with the
+# process between steps, as a GPU caching allocator's does; clear_recycled() lets go of it, and
+# DYRELU_RECYCLE=0 switches the recycling off.
+
+_RECYCLE_MIN_BYTES = 1 << 20
+_RECYCLE_PER_KEY = 16
+_RECYCLE_KEYS = 64
+_RECYCLE_MAX_BYTES = 2 << 30
+_RECYCLE: collections.OrderedDict = collections.OrderedDict()
+_RECYCLE_LOCK = threading.Lock()
+_USE_COUNT = getattr(torch._C, "_storage_Use_Count", None)  # private: without it, no recycling
+
+
+def recycling_enabled() -> bool:
+    """Whether the kernels' large outputs reuse memory (``DYRELU_RECYCLE`` is not ``0``)."""
+    return _USE_COUNT is not None and os.environ.get("DYRELU_RECYCLE", "1").strip() not in ("0", "false", "no", "off")
+
+
+def _recycled_bytes() -> int:
+    return sum(storage.nbytes() for storages in _RECYCLE.values() for storage in storages)
+
+
+def _recycled(x: torch.Tensor) -> torch.Tensor:
+    """A tensor like ``x`` (dense) on a storage of the cache that nothing else holds, or on a new one it keeps."""
+    key = (tuple(x.shape), x.stride(), x.dtype)
+    with _RECYCLE_LOCK:
+        storages = _RECYCLE.pop(key, [])
+        _RECYCLE[key] = storages  # most recently used last
+        for storage in storages:
+            if _USE_COUNT(storage._cdata) == 1:  # only this cache holds it
+                return torch.empty(0, dtype=x.dtype).set_(storage, 0, x.shape, x.stride())
+        out = torch.empty_like(x, memory_format=torch.preserve_format)
+        while len(_RECYCLE) > _RECYCLE_KEYS:
+            _RECYCLE.popitem(last=False)
+        storage = out.untyped_storage()
+        if len(storages) < _RECYCLE_PER_KEY and _recycled_bytes() + storage.nbytes() <= _RECYCLE_MAX_BYTES:
+            storages.append(storage)
+        return out
+
+
+def clear_recycled() -> None:
+    """Let go of the recycled storages (their memory returns once no tensor uses it)."""
+    with _RECYCLE_LOCK:
+        _RECYCLE.clear()
 
 
 def _usable(x: torch.Tensor, a: torch.Tensor) -> Any:
