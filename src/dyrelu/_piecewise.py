@@ -563,27 +563,29 @@ class _ResidualMax(torch.autograd.Function):
     (``a = α + λ_a (2σ(z) − 1)``, ``b`` likewise), as one node: the coefficients go straight into the kernels'
     layout, and the backward turns the kernel's per-piece sums into the gradient of ``z`` in one pass.
 
-    Saved: ``x``, ``σ(z)`` and the coefficients (``(2K, N, C')``), and the scale. A backward that builds a graph
-    (double backward) differentiates the out-of-place formulation instead.
+    Saved: ``x``, ``z`` and the scale (``σ(z)`` and the coefficients are recomputed in backward: two passes
+    over ``(N, C' 2K)``, less than keeping them). A backward that builds a graph (double backward)
+    differentiates the out-of-place formulation instead.
     """
 
     @staticmethod
     def forward(ctx, x, z, scale, init, ranges, k, ops, rows):
-        s = torch.sigmoid(z)
-        coef = _native.coefficients(ops, s, init, ranges)
+        coef = _native.coefficients(ops, torch.sigmoid(z), init, ranges)
         y = _native._forward(ops, rows, x, coef[:k], coef[k:], scale)
-        ctx.save_for_backward(x, z, s, coef, scale)
+        ctx.save_for_backward(x, z, scale)
         ctx.constants = (init, ranges, k, ops, rows)
         return y
 
     @staticmethod
     def backward(ctx, grad):
-        x, z, s, coef, scale = ctx.saved_tensors
+        x, z, scale = ctx.saved_tensors
         init, ranges, k, ops, rows = ctx.constants
         need_x, need_z, need_scale = ctx.needs_input_grad[:3]
         if torch.is_grad_enabled():  # create_graph: differentiable formulas (double backward)
             grads = _residual_max_graph(grad, x, z, scale, init, ranges, k, (need_x, need_z, need_scale))
             return (*grads, None, None, None, None, None)
+        s = torch.sigmoid(z)
+        coef = _native.coefficients(ops, s, init, ranges)
         grad_x, sums, grad_scale = _native._backward(
             ops, rows, grad, x, coef[:k], coef[k:], scale, (need_x, need_z, need_z, need_scale)
         )
