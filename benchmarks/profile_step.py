@@ -72,26 +72,21 @@ ACTS = {
     "dyrelu_b_block": ("dyrelu_b", {"act_context": "block"}),
 }
 FORMATS = {"channels_last": torch.channels_last, "nchw": torch.contiguous_format}
-# Switches that turn one of issue 18's changes off (``dyrelu_b/generic``, ``dyrelu_b/generic+torch_mean``), so that
-# a change is timed side by side with the state before it, in one process.
-SWITCHES = ("generic", "torch_mean", "fresh")
+# Switches that turn one of issue 18's changes off (``dyrelu_b/generic``, ``dyrelu_b/generic+fresh``), so that a
+# change is timed side by side with the state before it, in one process.
+SWITCHES = ("generic", "fresh")
 
 
 @contextlib.contextmanager
 def switched_off(switches: tuple[str, ...]):
     """``generic``: the coefficients and the kernel as separate autograd nodes (``functional.piecewise_max``), not
-    one; ``torch_mean``: the pooling by torch.mean, not the native kernel; ``fresh``: the kernels' outputs in
-    fresh memory, not recycled (``DYRELU_RECYCLE=0``)."""
-    import dyrelu._native as native
+    one; ``fresh``: the kernels' outputs in fresh memory, not recycled (``DYRELU_RECYCLE=0``)."""
     import dyrelu.modules as modules
 
     saved = []
     if "generic" in switches and hasattr(modules, "residual_max"):
         saved.append((modules, "residual_max", modules.residual_max))
         modules.residual_max = lambda *args: None
-    if "torch_mean" in switches and hasattr(native, "spatial_mean"):
-        saved.append((native, "spatial_mean", native.spatial_mean))
-        native.spatial_mean = lambda *args: None
     recycle = os.environ.get("DYRELU_RECYCLE")
     if "fresh" in switches:
         os.environ["DYRELU_RECYCLE"] = "0"

@@ -1,5 +1,6 @@
 """The modules' one-node path on the native kernels (issue 18): the coefficients from the last FC's output and
-the piecewise maximum in one autograd node, and the native pooling, against the operations they replace."""
+the piecewise maximum in one autograd node, against the operations it replaces; the kernels on two threads;
+the recycled memory of their outputs."""
 
 from __future__ import annotations
 
@@ -84,26 +85,6 @@ def test_gradcheck_float64(k, with_scale, channels_last):
 
     assert gradcheck(fn, inputs)
     assert gradgradcheck(fn, inputs)  # a backward that builds a graph differentiates the ATen formulation
-
-
-@requires_native
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-@pytest.mark.parametrize("shape", [(4, 16, 7, 7), (2, 8, 28, 28), (3, 5, 3), (2, 6, 2, 3, 2), (2, 32, 2, 2)])
-def test_native_pooling_matches_torch_mean(dtype, shape):
-    x = torch.randn(shape).to(dtype)
-    layouts = [x, x.movedim(1, -1).contiguous().movedim(-1, 1)]
-    for t in layouts:
-        want = torch.mean(t, dim=tuple(range(2, t.dim())), dtype=native._opmath(dtype))
-        got = native.spatial_mean(t, native._opmath(dtype))
-        assert got is not None
-        torch.testing.assert_close(got, want, **tol(native._opmath(dtype)))
-
-
-def test_native_pooling_declines_what_it_does_not_cover():
-    x = torch.randn(2, 4, 3, 3)
-    assert native.spatial_mean(x, torch.float64) is None  # another dtype than the input's computation dtype
-    assert native.spatial_mean(x.half(), torch.float32) is None
-    assert native.spatial_mean(x[:, :, ::2], torch.float32) is None  # neither layout dense
 
 
 @requires_native

@@ -525,7 +525,7 @@ class _SpatialMean(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, dtype: torch.dtype) -> Tensor:
         ctx.shape, ctx.dtype = x.shape, x.dtype
-        return _mean(x, dtype)
+        return torch.mean(x, dim=tuple(range(2, x.dim())), dtype=dtype)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -541,18 +541,9 @@ def spatial_mean(x: Tensor, dtype: torch.dtype) -> Tensor:
     """
     if x.dim() == 2:
         return x.to(dtype)
-    if tracing():
+    if tracing() or not (torch.is_grad_enabled() and x.requires_grad):
         return torch.mean(x, dim=tuple(range(2, x.dim())), dtype=dtype)
-    if not (torch.is_grad_enabled() and x.requires_grad):
-        return _mean(x, dtype)
     return _SpatialMean.apply(x, dtype)
-
-
-def _mean(x: Tensor, dtype: torch.dtype) -> Tensor:
-    """torch.mean over the spatial dims, by the native kernel where it applies (one pass in x's own layout;
-    torch.mean's reduction over the positions of a channels-last tensor took twice as long)."""
-    out = _native.spatial_mean(x, dtype)
-    return torch.mean(x, dim=tuple(range(2, x.dim())), dtype=dtype) if out is None else out
 
 
 # -- the coefficients and the piecewise maximum in one autograd node (eager mode, native kernels) -----------------

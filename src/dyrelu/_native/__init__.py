@@ -362,23 +362,7 @@ def _backward(
     return grad_x, (sums if need_coef else None), grad_scale
 
 
-# -- the hyper function's pieces: the pooling, and the coefficients from the last FC's output -----------------
-
-
-def spatial_mean(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
-    """``x`` ``(N, C, *S)`` averaged over its positions to ``(N, C)`` in ``dtype``, or None where the kernel does
-    not apply (then use torch.mean): one pass over ``x`` in its own layout."""
-    if x.dim() < 3 or _opmath(x.dtype) != dtype or x.device.type != "cpu" or x.dtype not in DTYPES:
-        return None
-    if x.numel() == 0:
-        return None
-    ops = native_ops()
-    rows = _layout(x) if ops is not None else None
-    if rows is None:
-        return None
-    out = x.new_empty(x.shape[:2], dtype=dtype)
-    ops.spatial_mean(_view3(x, rows), rows, out)
-    return out
+# -- the hyper function's coefficients from the last FC's output, in the kernels' layout --------------------------
 
 
 def residual_usable(x: torch.Tensor, z: torch.Tensor, k: int) -> tuple[Any, bool] | None:

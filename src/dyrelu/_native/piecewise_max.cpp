@@ -825,50 +825,6 @@ std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad, const at::Te
 
 // ---- the hyper function's pieces around the kernel --------------------------------------------------
 //
-// spatial_mean: x (the kernels' 3-d view) averaged over its positions (the sum, then divided by their
-// number, as torch.mean), into `out` (N, C) of the computation dtype: one read of x (planes: a reduction per
-// plane; rows: each sample's rows added into C sums).
-
-template <typename T, typename A>
-void spatial_mean_kernel(const T* x, A* out, int64_t n, int64_t c, int64_t s, bool rows) {
-  if (!rows) {
-    at::parallel_for(0, n * c, grain(s), [&](int64_t begin, int64_t end) {
-      for (int64_t p = begin; p < end; ++p) {
-        const T* xp = x + p * s;
-        A total = 0;
-#pragma omp simd reduction(+ : total)
-        for (int64_t i = 0; i < s; ++i) total += load<T, A>(xp, i);
-        out[p] = total / A(s);
-      }
-    });
-    return;
-  }
-  at::parallel_for(0, n, grain(s * c), [&](int64_t begin, int64_t end) {
-    for (int64_t m = begin; m < end; ++m) {
-      A* __restrict acc = out + m * c;
-      std::fill(acc, acc + c, A(0));
-      for (int64_t r = 0; r < s; ++r) {
-        const T* __restrict xr = x + (m * s + r) * c;
-#pragma omp simd
-        for (int64_t j = 0; j < c; ++j) acc[j] += load<T, A>(xr, j);
-      }
-      for (int64_t j = 0; j < c; ++j) acc[j] /= A(s);
-    }
-  });
-}
-
-void spatial_mean(const at::Tensor& x, bool rows, const at::Tensor& out) {
-  TORCH_CHECK(x.dim() == 3 && x.is_contiguous(), "dyrelu_native: expected a contiguous 3-d input, got ", x.sizes());
-  const int64_t n = x.size(0), c = rows ? x.size(2) : x.size(1), s = rows ? x.size(1) : x.size(2);
-  TORCH_CHECK(out.is_contiguous() && out.numel() == n * c && out.scalar_type() == at::toOpMathType(x.scalar_type()),
-              "dyrelu_native: expected a contiguous (N, C) mean in the input's computation dtype, got ", out.sizes());
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "dyrelu_native_spatial_mean", [&] {
-    using opmath_t = at::opmath_type<scalar_t>;
-    spatial_mean_kernel<scalar_t, opmath_t>(x.const_data_ptr<scalar_t>(), out.mutable_data_ptr<opmath_t>(), n, c, s,
-                                           rows);
-  });
-}
-
 // coefficients: the normalised residuals' sigmoid s (N, Ca * 2K), the 2K columns of a channel together
 // (the last FC's output order), to the kernels' coefficients (2K, N, Ca): row j < K the slopes
 // a_j = init[j] + lambda[j] * (2 s - 1), rows K.. the intercepts likewise. A NaN s (from a NaN logit) gives
@@ -965,7 +921,6 @@ TORCH_LIBRARY(dyrelu_native, m) {
   m.def(
       "backward(Tensor grad, Tensor x, Tensor a, Tensor b, Tensor? scale, bool rows, bool need_coef, bool need_scale, "
       "Tensor(a!) grad_x) -> (Tensor, Tensor)");
-  m.def("spatial_mean(Tensor x, bool rows, Tensor(a!) out) -> ()");
   m.def("coefficients(Tensor s, Tensor init, Tensor lambda_, Tensor(a!) out) -> ()");
   m.def("coefficients_backward(Tensor sums, Tensor s, Tensor init, Tensor lambda_, Tensor(a!) out) -> ()");
 }
@@ -973,7 +928,6 @@ TORCH_LIBRARY(dyrelu_native, m) {
 TORCH_LIBRARY_IMPL(dyrelu_native, CPU, m) {
   m.impl("forward", &forward);
   m.impl("backward", &backward);
-  m.impl("spatial_mean", &spatial_mean);
   m.impl("coefficients", &coefficients);
   m.impl("coefficients_backward", &coefficients_backward);
 }
