@@ -74,19 +74,24 @@ ACTS = {
 FORMATS = {"channels_last": torch.channels_last, "nchw": torch.contiguous_format}
 # Switches that turn one of issue 18's changes off (``dyrelu_b/generic``, ``dyrelu_b/generic+fresh``), so that a
 # change is timed side by side with the state before it, in one process.
-SWITCHES = ("generic", "fresh")
+SWITCHES = ("generic", "fresh", "autograd_attention")
 
 
 @contextlib.contextmanager
 def switched_off(switches: tuple[str, ...]):
     """``generic``: the coefficients and the kernel as separate autograd nodes (``functional.piecewise_max``), not
-    one; ``fresh``: the kernels' outputs in fresh memory, not recycled (``DYRELU_RECYCLE=0``)."""
+    one; ``fresh``: the kernels' outputs in fresh memory, not recycled (``DYRELU_RECYCLE=0``);
+    ``autograd_attention``: DY-ReLU-C's attention logits differentiated by autograd's formulas, whose input
+    gradient is fresh memory."""
     import dyrelu.modules as modules
 
     saved = []
     if "generic" in switches and hasattr(modules, "residual_max"):
         saved.append((modules, "residual_max", modules.residual_max))
         modules.residual_max = lambda *args: None
+    if "autograd_attention" in switches and hasattr(modules, "_AttentionLogits"):
+        saved.append((modules._AttentionLogits, "applies", modules._AttentionLogits.applies))
+        modules._AttentionLogits.applies = staticmethod(lambda x: False)
     recycle = os.environ.get("DYRELU_RECYCLE")
     if "fresh" in switches:
         os.environ["DYRELU_RECYCLE"] = "0"

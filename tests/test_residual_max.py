@@ -153,3 +153,33 @@ def test_recycled_training_steps_match_fresh_memory(monkeypatch):
     for got, want in zip(steps("1"), steps("0"), strict=True):
         assert torch.equal(got, want)
     native.clear_recycled()
+
+
+@pytest.mark.parametrize("layout", ["planes", "channels_last", "tokens"])
+def test_attention_logits_gradcheck_float64(layout):
+    x = torch.randn(2, 5, 3, 4, dtype=torch.float64)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "tokens":
+        x = x.flatten(2).transpose(1, 2).contiguous().transpose(1, 2)
+    weight = torch.randn(5, dtype=torch.float64)
+    assert modules._AttentionLogits.applies(x)
+    inputs = (x.requires_grad_(), weight.requires_grad_())
+    assert gradcheck(modules._AttentionLogits.apply, inputs)
+    assert gradgradcheck(modules._AttentionLogits.apply, inputs)
+
+
+@pytest.mark.parametrize("layout", ["planes", "channels_last"])
+def test_attention_logits_match_autograd(layout):
+    x = torch.randn(8, 64, 16, 16)  # 2 MiB: the input gradient goes to recycled memory
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(64)
+    grad = torch.randn(8, 1, 256)
+    grads = []
+    for fn in (modules._AttentionLogits.apply, modules._attention_logits):
+        leaves = (x.clone().requires_grad_(), weight.clone().requires_grad_())
+        y = fn(*leaves)
+        grads.append((y, *torch.autograd.grad(y, leaves, grad)))
+    for got, want in zip(*grads, strict=True):
+        assert torch.equal(got, want) and got.stride() == want.stride()

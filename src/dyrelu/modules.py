@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
 
+from dyrelu import _native
 from dyrelu import functional as DF
 from dyrelu._lazy import LazyChannels
 from dyrelu._piecewise import residual_max, spatial_mean, tracing
@@ -528,13 +529,11 @@ class DyReLUC(DyReLU):
                 self.spatial_bn_running_var.fill_(1.0)
 
     def _scale(self, x: Tensor) -> Tensor:
-        flat = x.flatten(2)  # (N, C, P)
         weight = self.spatial_weight.to(x.dtype)
-        # Contract over C without a transposed copy of x (autograd would keep it for backward).
-        if flat.stride(1) == 1:  # channels-last memory: (N, P, C) folds to a (N·P, C) matrix
-            logits = torch.matmul(flat.transpose(1, 2), weight).unsqueeze(1)  # (N, 1, P)
+        if _AttentionLogits.applies(x):
+            logits = _AttentionLogits.apply(x, weight)
         else:
-            logits = torch.bmm(weight.view(1, 1, -1).expand(x.shape[0], 1, -1), flat)  # (N, 1, P)
+            logits = _attention_logits(x, weight)
         # A single value in training mode has no batch statistics (BatchNorm raises); π = min(γ, 1) then anyway.
         if self.spatial_norm and not (self.training and logits.shape[0] * logits.shape[2] == 1):
             # In the parameters' dtype (an input of another float dtype, autocast), then back to the input's.
@@ -554,6 +553,63 @@ class DyReLUC(DyReLU):
     def extra_repr(self) -> str:
         tau = "?" if self.temperature.is_meta else self.tau  # a meta tensor has no value to print
         return f"{super().extra_repr()}, tau={tau}, gamma={self.gamma}, spatial_norm={self.spatial_norm}"
+
+
+def _attention_logits(x: Tensor, weight: Tensor) -> Tensor:
+    """DY-ReLU-C's attention logits ``z = Σ_c w_c x_c`` per position, ``(N, 1, P)``."""
+    flat = x.flatten(2)  # (N, C, P)
+    # Contract over C without a transposed copy of x (autograd would keep it for backward).
+    if flat.stride(1) == 1:  # channels-last memory: (N, P, C) folds to a (N·P, C) matrix
+        return torch.matmul(flat.transpose(1, 2), weight).unsqueeze(1)  # (N, 1, P)
+    return torch.bmm(weight.view(1, 1, -1).expand(x.shape[0], 1, -1), flat)  # (N, 1, P)
+
+
+class _AttentionLogits(torch.autograd.Function):
+    """:func:`_attention_logits` whose backward writes the input's gradient (an outer product of the logits'
+    gradient and the weight, a full-size tensor) into the native kernels' recycled memory (issue 18): autograd's
+    own formula allocated it fresh at every call, and page-faulting it in cost more than computing it. The same
+    operations as autograd's formulas (``mv``'s and ``bmm``'s), so the same values; for dense CPU float32 or
+    float64 input in eager mode, the rest takes :func:`_attention_logits`."""
+
+    @staticmethod
+    def applies(x: Tensor) -> bool:
+        if tracing() or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+            return False
+        flat = x.flatten(2)
+        return flat.transpose(1, 2).is_contiguous() or flat.is_contiguous()
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        return _attention_logits(x, weight)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, weight = ctx.saved_tensors
+        flat = x.flatten(2)  # (N, C, P)
+        rows = flat.stride(1) == 1
+        grad_x = grad_w = None
+        if rows:  # mv of the (N·P, C) matrix: ger for the matrix, the transposed matrix times grad for the vector
+            matrix, g = flat.transpose(1, 2).reshape(-1, flat.shape[1]), grad.reshape(-1)
+            if ctx.needs_input_grad[1]:
+                grad_w = matrix.t().mv(g)
+            if ctx.needs_input_grad[0]:
+                if torch.is_grad_enabled():
+                    grad_x = g.outer(weight).view(x.shape[0], -1, x.shape[1]).transpose(1, 2).view(x.shape)
+                else:
+                    grad_x = _native._like(x)
+                    torch.outer(g, weight, out=grad_x.flatten(2).transpose(1, 2).view(-1, x.shape[1]))
+        else:  # bmm with the weight expanded over the samples
+            if ctx.needs_input_grad[1]:
+                grad_w = torch.bmm(grad, flat.transpose(1, 2)).sum(0, keepdim=True).view(-1)
+            if ctx.needs_input_grad[0]:
+                expanded = weight.view(1, 1, -1).expand(x.shape[0], 1, -1).transpose(1, 2)  # (N, C, 1)
+                if torch.is_grad_enabled():
+                    grad_x = torch.bmm(expanded, grad).view(x.shape)
+                else:
+                    grad_x = _native._like(x)
+                    torch.bmm(expanded, grad, out=grad_x.view(flat.shape))
+        return grad_x, grad_w
 
 
 _VARIANTS = {"A": DyReLUA, "B": DyReLUB, "C": DyReLUC}
