@@ -248,7 +248,8 @@ def split(events) -> dict[str, float]:
                 part = "attention" if label == "attention" else ("pooling" if label == "pool" else "python & dispatch")
             else:
                 part = _forward_part(label, name)
-            if e.sequence_nr >= 0 and e.sequence_nr not in forward_part:
+            # the node's part: its forward operator's, not that of a dtype cast recorded with the same number
+            if e.sequence_nr >= 0 and forward_part.get(e.sequence_nr, "conversions") == "conversions":
                 forward_part[e.sequence_nr] = part
             out[part] += ms
             continue
@@ -375,7 +376,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--size", type=int, default=28)
     parser.add_argument("--out", default=None, help="JSON output path (default: none)")
+    parser.add_argument("--tables", default=None, metavar="JSON", help="print the tables of a saved run and exit")
     args = parser.parse_args(argv)
+    if args.tables:
+        import json
+
+        for case in json.loads(Path(args.tables).read_text())["results"]:
+            for act in case["acts"]:
+                if act != "relu" and any(case["acts"][act]["parts_ms"].values()):
+                    print(table(case, act) + "\n")
+        return 0
     for spec in args.acts:
         _act_spec(spec)
     acts = ["relu", *args.acts]
