@@ -74,7 +74,7 @@ ACTS = {
 FORMATS = {"channels_last": torch.channels_last, "nchw": torch.contiguous_format}
 # Switches that turn one of issue 18's changes off (``dyrelu_b/generic``, ``dyrelu_b/generic+fresh``), so that a
 # change is timed side by side with the state before it, in one process.
-SWITCHES = ("generic", "fresh", "autograd_attention")
+SWITCHES = ("generic", "fresh", "autograd_attention", "serial")
 
 
 @contextlib.contextmanager
@@ -82,7 +82,8 @@ def switched_off(switches: tuple[str, ...]):
     """``generic``: the coefficients and the kernel as separate autograd nodes (``functional.piecewise_max``), not
     one; ``fresh``: the kernels' outputs in fresh memory, not recycled (``DYRELU_RECYCLE=0``);
     ``autograd_attention``: DY-ReLU-C's attention logits differentiated by autograd's formulas, whose input
-    gradient is fresh memory."""
+    gradient is fresh memory; ``serial``: the native kernels on one thread (as they ran before they were built
+    with OpenMP), the rest of the step on all."""
     import dyrelu.modules as modules
 
     saved = []
@@ -92,6 +93,13 @@ def switched_off(switches: tuple[str, ...]):
     if "autograd_attention" in switches and hasattr(modules, "_AttentionLogits"):
         saved.append((modules._AttentionLogits, "applies", modules._AttentionLogits.applies))
         modules._AttentionLogits.applies = staticmethod(lambda x: False)
+    if "serial" in switches:
+        import dyrelu._native as native
+
+        for name in ("_forward", "_backward", "coefficients", "coefficients_backward"):
+            if hasattr(native, name):
+                saved.append((native, name, getattr(native, name)))
+                setattr(native, name, _one_thread(getattr(native, name)))
     recycle = os.environ.get("DYRELU_RECYCLE")
     if "fresh" in switches:
         os.environ["DYRELU_RECYCLE"] = "0"
@@ -105,6 +113,19 @@ def switched_off(switches: tuple[str, ...]):
                 del os.environ["DYRELU_RECYCLE"]
             else:
                 os.environ["DYRELU_RECYCLE"] = recycle
+
+
+def _one_thread(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+
+    return wrapper
 
 
 def _act_spec(spec: str) -> tuple[str, tuple[str, ...]]:
