@@ -308,7 +308,9 @@ def _converged_budget_lines(rows: Sequence[dict[str, str]], estimate: Sequence[d
         "attention normalised",
         f"- threads per run: {_values(rows, 'threads', '–')}; torch {_values(rows, 'torch', '–')}; commits "
         f"{_values(rows, 'commit', '–')}",
-        f"- training time so far: {measured:.2f} process hours",
+        f"- training time so far: {measured:.2f} process hours (each run's wall time, s/epoch too: they include the "
+        "minutes the grid was stopped so that benchmarks had a quiet machine, and the slowdown when other work "
+        "shared the cores)",
         f"- on a CUDA machine: `{GPU_COMMAND}` (channels-last, bf16 autocast; the rows record the device and "
         "precision and are judged apart below)",
     ]
