@@ -380,6 +380,41 @@ def table(case: dict, act: str) -> str:
     return "\n".join(lines)
 
 
+def diff_table(before: str, after: str, act: str = "dyrelu_b") -> str:
+    """One markdown table: each part's overhead over ReLU (ms per step, profiled) in two saved runs, per case."""
+    import json
+
+    runs = [json.loads(Path(p).read_text())["results"] for p in (before, after)]
+    cases = [(c["format"], c["threads"]) for c in runs[0] if act in c["acts"]]
+    header = "| part | " + " | ".join(f"{f}, {t} thr.: before | after" for f, t in cases) + " |"
+    lines = [header, "|---|" + "---:|---:|" * len(cases)]
+
+    def find(run, fmt, threads):
+        return next(c for c in run if (c["format"], c["threads"]) == (fmt, threads))
+
+    def delta(case, part):
+        return case["acts"][act]["parts_ms"][part] - case["acts"]["relu"]["parts_ms"][part]
+
+    for part in PARTS:
+        cells = []
+        for fmt, threads in cases:
+            b, a = (find(run, fmt, threads) for run in runs)
+            cells += [f"{delta(b, part):+.0f}", f"{delta(a, part):+.0f}"]
+        if any(c not in ("+0", "-0") for c in cells):
+            lines.append(f"| {part} | " + " | ".join(cells) + " |")
+    for label, key in (("profiled total", None), ("unprofiled step ×ReLU", "wall_vs_relu")):
+        cells = []
+        for fmt, threads in cases:
+            for run in runs:
+                case = find(run, fmt, threads)
+                if key is None:
+                    cells.append(f"{sum(delta(case, p) for p in PARTS):+.0f}")
+                else:
+                    cells.append(f"{case['acts'][act][key]:.2f}×")
+        lines.append(f"| **{label}** | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="mobilenetv2_050")
@@ -398,7 +433,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=28)
     parser.add_argument("--out", default=None, help="JSON output path (default: none)")
     parser.add_argument("--tables", default=None, metavar="JSON", help="print the tables of a saved run and exit")
+    parser.add_argument(
+        "--diff", nargs=2, default=None, metavar=("BEFORE", "AFTER"), help="print two saved runs' overheads"
+    )
     args = parser.parse_args(argv)
+    if args.diff:
+        print(diff_table(*args.diff, act=args.acts[0]))
+        return 0
     if args.tables:
         import json
 
