@@ -216,7 +216,7 @@ def _like(x: torch.Tensor) -> torch.Tensor:
 # above it) is new pages on every call: the kernel's first write page-faults them in and the kernel zeroes
 # them, which cost more than the kernel's own pass (mobilenetv2_050, batch 128, all activation sites, 1
 # thread: forward 83 ms into fresh outputs, 26 ms into a reused one, benchmarks/bench_sites.py). ReLU runs in
-# place and pays nothing. So the kernels' outputs (the forward's y, the backward's input gradient) of 1 MiB or
+# place and pays nothing. So the forward's output y (and DY-ReLU-C's attention's input gradient) of 1 MiB or
 # more are carved from storages kept here, reused once nothing but this cache holds them (the next training
 # step, typically): per shape, strides and dtype at most _RECYCLE_PER_KEY of them, for at most
 # _RECYCLE_KEYS keys (the least recently used go), _RECYCLE_MAX_BYTES in all. That memory stays with the
@@ -346,7 +346,9 @@ def _backward(
     grad3 = (grad.movedim(1, -1) if rows else grad).contiguous().view(x3.shape)
     need_x, need_a, need_b, need_scale = needs
     need_coef = need_a or need_b
-    grad_x = _like(x) if need_x else None
+    # Not recycled: autograd adds the pooling's (and DY-ReLU-C's attention's) gradient into this tensor in place
+    # only if nothing else holds its storage, so a recycled one would be added out of place, into fresh memory.
+    grad_x = torch.empty_like(x, memory_format=torch.preserve_format) if need_x else None
     sums, gsc = ops.backward(
         grad3,
         x3,
