@@ -298,7 +298,8 @@ def _converged_budget_lines(rows: Sequence[dict[str, str]], estimate: Sequence[d
         "interrupted grid: finished runs are skipped, a stopped run resumes from its last epoch), then "
         "`dyrelu report`.",
         "",
-        f"- runs: {len(rows)} done, {todo} to do; seeds per configuration: {_values(rows, 'seed', '–')}; devices: "
+        f"- runs: {len(rows)} done, {todo} to do; seeds so far: {_values(rows, 'seed', '–')} (of "
+        f"{', '.join(map(str, CONVERGED_BUDGET.seeds))}); devices: "
         f"{_values(rows, 'device', '–')}",
         f"- data: Fashion-MNIST, the full training set minus {CONVERGED_BUDGET.val_size} validation images, the "
         "full test set of 10,000 images",
