@@ -57,6 +57,7 @@ __all__ = [
     "claim_section",
     "converged_report",
     "converged_summary",
+    "first_device_stats",
     "keypoint_report",
     "make_report",
     "readme_summary",
@@ -412,18 +413,23 @@ def beyond_report(cluttered_rows: Sequence[dict[str, str]], upgrade_rows: Sequen
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def first_device_stats(rows: Sequence[dict[str, str]]) -> tuple[str, list[dict[str, str]], Stats]:
+    """The rows of one device (the CPU's, or the first device's when there are none) and their statistics."""
+    devices = sorted({_device(r) for r in rows}, key=lambda d: (d != "cpu", d))
+    device = devices[0] if devices else "cpu"
+    device_rows = [r for r in rows if _device(r) == device]
+    return device, device_rows, (summarise(device_rows) if device_rows else {})
+
+
 def converged_summary(rows: Sequence[dict[str, str]], claims: Sequence[Claim] = CONVERGED_CLAIMS) -> str:
     """What the converged grid has measured so far, for a terminal: each claim's verdict, and the table of every
-    claim that has rows (one device: the CPU rows, or the first device's when there are none).
+    claim that has rows (one device: :func:`first_device_stats`).
 
     Example:
         >>> print(converged_summary([]).splitlines()[2])
         | claim | paper | verdict at our scale |
     """
-    devices = sorted({_device(r) for r in rows}, key=lambda d: (d != "cpu", d))
-    device = devices[0] if devices else "cpu"
-    device_rows = [r for r in rows if _device(r) == device]
-    stats = summarise(device_rows) if device_rows else {}
+    device, device_rows, stats = first_device_stats(rows)
     verdicts = claim_verdicts(claims, stats)
     runs = {r["run"] for r in device_rows}
     lines = [f"{len(runs)} run{'' if len(runs) == 1 else 's'} on {device}", "", *verdict_table(claims, verdicts), ""]

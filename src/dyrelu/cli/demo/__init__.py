@@ -148,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
 def _converged(path: Path) -> dict[str, Any]:
     """Print what the committed converged grid measured (part 1); its verdicts for results.json."""
     from dyrelu.experiments import CONVERGED_CLAIMS, read_results
-    from dyrelu.experiments.report import converged_summary
+    from dyrelu.experiments.claims import claim_verdicts
+    from dyrelu.experiments.report import converged_summary, first_device_stats
 
     print(f"== 1. The converged results: {live.relative(path)}, committed with the repository (not re-run here)\n")
     if not path.is_file():
@@ -159,10 +160,9 @@ def _converged(path: Path) -> dict[str, Any]:
         "12 epochs of the full training set (minus 5,000 validation images) per run, 3 seeds per configuration, "
         "the recipe of REPRODUCTION.md's R1; the grid is still running where runs are missing:\n"
     )
-    text = converged_summary(rows, CONVERGED_CLAIMS)
-    print(text, flush=True)
-    verdicts = [line.split(" | ") for line in text.splitlines() if line.startswith("| C") and "-converged" in line]
-    return {"source": str(path), "runs": len(rows), "verdicts": {v[0][2:]: v[2].rstrip(" |") for v in verdicts}}
+    print(converged_summary(rows, CONVERGED_CLAIMS), flush=True)
+    verdicts = claim_verdicts(CONVERGED_CLAIMS, first_device_stats(rows)[2])
+    return {"source": str(path), "runs": len(rows), "verdicts": {name: v[0] for name, v in verdicts.items()}}
 
 
 def _settings(args: argparse.Namespace) -> str:
