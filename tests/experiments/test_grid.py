@@ -112,15 +112,15 @@ def test_append_row_is_atomic_and_keeps_columns(tmp_path):
 
 def test_plateau_configurations_set_their_own_schedule_length(tmp_path):
     lengths = [dict(c.train_kwargs)["epochs"] for c in PLATEAU_CLAIM.configs]
-    assert sorted(lengths) == [3, 6, 12] and lengths[0] == 12  # the longest starts first
+    assert sorted(lengths) == [3, 6, 12, 24] and lengths[0] == 24  # the longest starts first
     budget = PLATEAU_CLAIM.budget
     results = tmp_path / "plateau.csv"
     first = plan_runs([PLATEAU_CLAIM], budget.seeds, budget.name)[0][0]
-    assert first.run_id == "mobilenetv2_035-relu-epochs=12-seed0-converged"
+    assert first.run_id == "mobilenetv2_035-relu-epochs=24-seed0-converged"
     # a row is done only at the configuration's own length, not at the budget's
-    append_row(results, {"run": first.run_id, "epochs": 6, "data_fraction": budget.data_fraction})
-    assert first.run_id in {spec.run_id for spec, _ in pending_runs(results, [PLATEAU_CLAIM], budget)}
     append_row(results, {"run": first.run_id, "epochs": 12, "data_fraction": budget.data_fraction})
+    assert first.run_id in {spec.run_id for spec, _ in pending_runs(results, [PLATEAU_CLAIM], budget)}
+    append_row(results, {"run": first.run_id, "epochs": 24, "data_fraction": budget.data_fraction})
     assert first.run_id not in {spec.run_id for spec, _ in pending_runs(results, [PLATEAU_CLAIM], budget)}
 
 

@@ -63,6 +63,20 @@ def test_converged_report_states_the_rule_and_whether_the_budget_follows_it():
     assert "Not run yet" in converged_report([], [])
 
 
+def test_converged_report_says_how_far_the_budget_is_behind_a_longer_schedule():
+    budget = CONVERGED_BUDGET.epochs
+    rows = [_plateau(6, 91.0), _plateau(budget, 92.2), _plateau(2 * budget, 92.9)]
+    lines = converged_report([], rows).splitlines()
+    rule = next(line for line in lines if line.startswith("Rule: "))
+    assert f"**{2 * budget} epochs**" in rule and "not that" in rule
+    text = "\n".join(lines)
+    assert f"The grid's {budget} epochs end 0.70 pp of validation accuracy below {2 * budget} epochs" in text
+    assert "still improving" in text and "is the longest schedule measured" not in text
+    within = converged_report([], [_plateau(6, 91.0), _plateau(budget, 92.8), _plateau(2 * budget, 92.9)])
+    assert f"**{budget} epochs**" in within and f"; the converged budget runs {budget} epochs." in within
+    assert f"end 0.10 pp of validation accuracy below {2 * budget} epochs" in within and "still improving" not in within
+
+
 def test_converged_report_judges_each_device_apart_and_comes_first_in_the_readme(tmp_path):
     models = ("mobilenetv2_025", "mobilenetv2_035", "mobilenetv2_050")
     rows = [_row(m, "relu", s, 90.0 + 0.1 * s) for m in models for s in range(3)]

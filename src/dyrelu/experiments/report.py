@@ -276,7 +276,20 @@ def _plateau_lines(rows: Sequence[dict[str, str]], budget: Budget) -> list[str]:
         else f"**the converged budget runs {budget.epochs} epochs, not that**."
     )
     lines.append(f"Rule: {rule}; {follows}")
-    if chosen == max(done) and len(done) > 1:
+    if budget.epochs in done and budget.epochs < max(done):
+        behind = _mean_val(rows, max(done)) - _mean_val(rows, budget.epochs)
+        lines += [
+            "",
+            f"The grid's {budget.epochs} epochs end {behind:.2f} pp of validation accuracy below {max(done)} epochs "
+            f"(tolerance {PLATEAU_TOLERANCE} pp)"
+            + (
+                "."
+                if behind <= PLATEAU_TOLERANCE
+                else f": the ReLU baseline is still improving at {budget.epochs} epochs, and the verdicts below are "
+                f"at that budget (the longest this machine can afford for the grid), not at convergence."
+            ),
+        ]
+    if chosen == max(done) == budget.epochs and len(done) > 1:
         below = sorted(done)[-2]
         gain = _mean_val(rows, chosen) - _mean_val(rows, below)
         lines += [
