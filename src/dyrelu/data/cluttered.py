@@ -3,10 +3,10 @@
 The paper argues that DY-ReLU's hyper function helps because it encodes the input's *global context*:
 ImageNet photographs differ wildly from one another, while Fashion-MNIST items are centred, upright and
 alike, so a per-image activation has little to adapt to there. This set restores some of that variety
-with the keypoint task's canvas machinery (:mod:`dyrelu.keypoints.synthetic`): canvas ``i`` of a split
-holds the split's Fashion-MNIST image ``i mod M`` (the *target*, ``M`` images in the split), scaled and
-turned, on a smooth random texture with pixel noise, among ``num_distractors`` smaller items drawn from
-the other images of the same split; its label is the target's class.
+with the canvas machinery it shares with the keypoint task (:mod:`dyrelu.data.canvas`): canvas ``i`` of
+a split holds the split's Fashion-MNIST image ``i mod M`` (the *target*, ``M`` images in the split),
+scaled and turned, on a smooth random texture with pixel noise, among ``num_distractors`` smaller items
+drawn from the other images of the same split; its label is the target's class.
 
 What a canvas holds (``image_size`` S, 32 by default):
 
@@ -57,6 +57,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dyrelu.data.canvas import draw_background, item_boxes, place_item, render_canvases
 from dyrelu.data.dataset import DataError, ImageDataset
 from dyrelu.data.idx import FASHION_MNIST_CLASSES, load_fashion_mnist
 
@@ -101,8 +102,6 @@ def _plan(
     layers ``0 .. num_distractors - 1``, other items than the target. The target is placed first, so that
     the distractors' sizes are relative to its actual (fitted) long side.
     """
-    from dyrelu.keypoints.synthetic import draw_background, place_item  # data/ is below keypoints/: import late
-
     count = len(box_list)
     max_rad = math.radians(max_rotation)
     backgrounds = []
@@ -177,8 +176,6 @@ def make_cluttered_fashion_mnist(
         >>> ds.images.shape, ds.labels.tolist()  # doctest: +SKIP
         (torch.Size([4, 1, 32, 32]), [9, 2, 1, 1])
     """
-    from dyrelu.keypoints.synthetic import item_boxes, render_canvases  # data/ is below keypoints/: import late
-
     _check_options(num_samples, image_size, num_distractors, seed, max_rotation, target_scale, distractor_scale)
     split = "train" if train else "test"
     name = f"cluttered-fashion-mnist-{split}"
