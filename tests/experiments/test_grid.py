@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import operator
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -56,6 +61,28 @@ def test_errors_of_on_done_are_not_swallowed():
 
     with pytest.raises(OSError, match="disk full"):
         run_tasks(_tasks()[:1], 1, record, lambda line: None)
+
+
+@pytest.mark.slow
+def test_timeout_ends_the_runs_in_flight_with_the_grid(tmp_path):
+    # The GPU command (report.GPU_COMMAND) relies on `timeout` ending the spawned runs too, not only the grid.
+    pids = tmp_path / "pids"
+    task = ("sh", "-c", f"echo $$ >> {pids}; exec sleep 300")
+    script = (
+        "import subprocess\nfrom dyrelu.experiments.grid import run_tasks\n"
+        f"run_tasks([(n, subprocess.call, ({task!r},)) for n in 'ab'], 2, str, print)"
+    )
+    grid = subprocess.Popen(["timeout", "600", sys.executable, "-c", script], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300  # importing torch can take a minute on a busy machine
+    while not (pids.exists() and len(pids.read_text().split()) == 2):
+        assert grid.poll() is None and time.monotonic() < deadline, grid.stderr.read().decode()
+        time.sleep(0.2)
+    grid.send_signal(signal.SIGTERM)  # what timeout sends its command's process group when the time is up
+    grid.wait(timeout=60)
+    started = pids.read_text().split()
+    time.sleep(0.5)
+    alive = [p for p in started if Path(f"/proc/{p}").exists() and " Z " not in Path(f"/proc/{p}/stat").read_text()]
+    assert not alive
 
 
 @pytest.mark.parametrize("jobs", [0, -1, 1.5, True])

@@ -219,10 +219,11 @@ CONVERGED_COMMAND = (
     f"dyrelu compare --claims {','.join(c.name for c in CONVERGED_CLAIMS)} --jobs 2 --runs-dir runs/converged"
 )
 
-#: The converged grid on a CUDA machine, writing into a folder of its own (``gpu/``), to be copied back.
+#: The converged grid on a CUDA machine, writing into a folder of its own (``gpu/``), to be copied back; ``timeout``
+#: ends it (and the runs in flight: the whole process group) within a 10-minute machine lease.
 GPU_COMMAND = (
-    f"dyrelu compare --claims {','.join(c.name for c in CONVERGED_CLAIMS)} --device cuda --amp bf16 --jobs 4 "
-    "--results gpu/converged.csv --runs-dir gpu/runs"
+    f"timeout 540 dyrelu compare --claims {','.join(c.name for c in CONVERGED_CLAIMS)} --device cuda --amp bf16 "
+    "--jobs 4 --results gpu/converged.csv --runs-dir gpu/runs"
 )
 
 
@@ -327,7 +328,8 @@ def _converged_budget_lines(rows: Sequence[dict[str, str]], estimate: Sequence[d
         "minutes the grid was stopped so that benchmarks had a quiet machine, and the slowdown when other work "
         "shared the cores)",
         f"- on a CUDA machine: `{GPU_COMMAND}` (channels-last, bf16 autocast; the rows record the device and "
-        "precision and are judged apart below)",
+        "precision and are judged apart below; `timeout` ends it within 10 minutes, stopping the runs in flight, "
+        "and the same command continues them from their last epoch)",
     ]
     if estimate:
         planned = sum(float(r["process_hours"]) for r in estimate)
