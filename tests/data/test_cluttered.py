@@ -15,8 +15,8 @@ import torch
 
 from dyrelu.cli import main
 from dyrelu.data import FASHION_MNIST_CLASSES, DataError, create_dataset, list_datasets, make_cluttered_fashion_mnist
+from dyrelu.data.canvas import item_boxes
 from dyrelu.data.cluttered import _plan
-from dyrelu.keypoints.synthetic import item_boxes
 from tests.datafiles import write_fashion_mnist, write_idx
 
 NAME = "cluttered-fashion-mnist"
