@@ -1,4 +1,4 @@
-"""Tests of ``dyrelu visualize`` on tiny checkpoints written by ``dyrelu.train.fit``."""
+"""Tests of ``dyrelu visualize`` on tiny checkpoints written by ``dyrelu.train.fit``, and of its ``--samples`` mode."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 from dyrelu.cli import main
 from dyrelu.train import TrainConfig, fit
+from tests.datafiles import write_fashion_mnist
 
 DATA = {"num_samples": 32, "num_test": 16, "num_classes": 4, "image_size": 8}
 RESNET10_SITES = 9  # the stem's activation and two per basic block
@@ -88,3 +89,40 @@ def test_wrong_data_options_are_one_line(runs: dict[str, Path], tmp_path: Path, 
     assert main([*argv, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "image_size >= 4" in err
+
+
+def test_samples_need_no_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "tmp"
+    assert main(["visualize", "--samples", "4", "--data", "synthetic", "--out", str(out)]) == 0
+    assert [p.name for p in out.iterdir()] == ["samples.png"]
+    assert (out / "samples.png").read_bytes().startswith(b"\x89PNG")
+    assert capsys.readouterr().out == f"{out / 'samples.png'}\n"
+
+
+def test_samples_of_the_cluttered_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_fashion_mnist(tmp_path / "fmnist", n_train=12, n_test=6)
+    argv = ["visualize", "--samples", "8", "--data", "cluttered-fashion-mnist", "--data-dir", str(data)]
+    assert main([*argv, "--split", "train", "--image-size", "24", "--out", str(tmp_path / "viz")]) == 0
+    first = (tmp_path / "viz" / "samples.png").read_bytes()
+    assert capsys.readouterr().out.strip() == str(tmp_path / "viz" / "samples.png")
+    # more samples than the split holds: all of them; the same arguments give the same bytes
+    assert main([*argv, "--split", "test", "--samples", "50", "--out", str(tmp_path / "test")]) == 0
+    assert main([*argv, "--split", "train", "--image-size", "24", "--out", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "samples.png").read_bytes() == first
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "--checkpoint is required unless --samples is given"),
+        (["--samples", "4"], "--samples needs --data (there is no checkpoint to take it from)"),
+        (["--samples", "4", "--data", "synthetic", "--checkpoint", "run"], "--samples draws no checkpoint's"),
+        (["--samples", "4", "--data", "synthetic", "--image-size", "2"], "image_size >= 4"),
+    ],
+)
+def test_samples_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    assert main(["visualize", *argv, "--out", str(tmp_path / "viz")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith("dyrelu visualize: error: ") and message in captured.err
+    assert not (tmp_path / "viz").exists()

@@ -16,8 +16,9 @@ Paper: Chen et al., "Dynamic ReLU", ECCV 2020, https://arxiv.org/abs/2003.10027 
 activation); :func:`dynamics_numbers` reduces a network to its median and maximum over layers, which every training
 run logs (below :data:`STATIC_THRESHOLD`, the run is static). The ``plot_*`` functions draw PNG files with
 matplotlib (imported only when plotting; figures are rendered by the Agg canvas without ``pyplot``, so neither the
-global backend nor an interactive session is touched), and :func:`visualize_dynamics` writes all of them plus a JSON
-summary into a folder. :mod:`~dyrelu.analysis.cost` counts what a network costs: its parameters and
+global backend nor an interactive session is touched), and :func:`visualize_dynamics` writes the dynamics' figures plus
+a JSON summary into a folder; :func:`plot_samples` draws a grid of a dataset's images titled with their classes (what
+a task looks like). :mod:`~dyrelu.analysis.cost` counts what a network costs: its parameters and
 multiply-adds (:func:`profile_model`), and the activations compared on one network (:func:`compare_acts`).
 
 Example:
@@ -46,6 +47,7 @@ from dyrelu.analysis.plots import (
     plot_coefficients,
     plot_dynamic_range,
     plot_dynamics_grid,
+    plot_samples,
     plot_scatter,
 )
 from dyrelu.analysis.summary import DYNAMICS_COLUMNS, STATIC_THRESHOLD, dynamics_numbers, is_static
@@ -70,6 +72,7 @@ __all__ = [
     "plot_coefficients",
     "plot_dynamic_range",
     "plot_dynamics_grid",
+    "plot_samples",
     "plot_scatter",
     "profile_model",
     "summarize",

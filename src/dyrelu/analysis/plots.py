@@ -12,7 +12,14 @@ from torch import Tensor
 
 from dyrelu.analysis.dynamics import LayerDynamics, mix_seed
 
-__all__ = ["plot_attention", "plot_coefficients", "plot_dynamic_range", "plot_dynamics_grid", "plot_scatter"]
+__all__ = [
+    "plot_attention",
+    "plot_coefficients",
+    "plot_dynamic_range",
+    "plot_dynamics_grid",
+    "plot_samples",
+    "plot_scatter",
+]
 
 
 def _figure(width: float, height: float, *, constrained: bool = True):
@@ -370,3 +377,92 @@ def plot_attention(
     fig.suptitle("DY-ReLU-C spatial attention π", fontsize=9)
     _save(fig, path, dpi)
     return [layer.name for layer in chosen]
+
+
+def _check_samples(images: Tensor, labels: Tensor, classes: Sequence[str], ncols: int) -> None:
+    """Raise ValueError naming the bad value and the expected one; see :func:`plot_samples`."""
+    if not isinstance(images, Tensor) or images.dim() != 4:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"expected images of shape (N, C, H, W), got {shape}")
+    if images.shape[0] == 0:
+        raise ValueError(f"expected at least one image, got {tuple(images.shape)}")
+    if images.shape[1] not in (1, 3):
+        raise ValueError(f"expected images with 1 (grey) or 3 (RGB) channels, got {images.shape[1]}")
+    if images.dtype != torch.uint8 and not images.is_floating_point():
+        raise ValueError(f"expected uint8 or floating-point images, got {images.dtype}")
+    if labels.dim() != 1 or len(labels) != len(images):
+        raise ValueError(f"expected one label per image ({len(images)}), got {len(labels) if labels.dim() else 0}")
+    bad = ((labels < 0) | (labels >= len(classes))).nonzero().flatten()
+    if bad.numel():
+        i = int(bad[0])
+        raise ValueError(f"expected labels in [0, {len(classes)}) (one per class), got {int(labels[i])} at index {i}")
+    if not isinstance(ncols, int) or ncols < 1:
+        raise ValueError(f"expected ncols to be a positive integer, got {ncols!r}")
+
+
+def plot_samples(
+    images: Tensor,
+    labels: Sequence[int] | Tensor,
+    classes: Sequence[str],
+    path: str | os.PathLike,
+    *,
+    ncols: int = 8,
+    dpi: int = 100,
+    title: str | None = None,
+) -> Path:
+    """A grid of images, each titled with its class name: what the data of a task looks like.
+
+    Images are drawn pixel for pixel (no smoothing), one channel with a grey colour map, three as RGB.
+    uint8 images span [0, 255]; floating-point ones [0, 1], or, if any value lies outside it (normalised
+    images), the range of the whole batch, so that the images keep their brightness relative to each other.
+
+    Args:
+        images: ``(N, C, H, W)`` with ``C`` 1 or 3, uint8 or floating point.
+        labels: ``N`` class indices.
+        classes: the class names; label ``i`` is titled ``classes[i]``.
+        path: the PNG file.
+        ncols: panels per row (fewer if there are fewer images).
+        dpi: the resolution; each panel is an inch wide.
+        title: the figure's title (``None``: none).
+
+    Returns:
+        The path of the PNG file.
+
+    Raises:
+        ValueError: ``images`` is not ``(N, C, H, W)`` with ``N >= 1``, 1 or 3 channels and uint8 or floating
+            point values; ``labels`` is not one index per image in ``[0, len(classes))``; ``ncols < 1``.
+
+    Example:
+        >>> import tempfile
+        >>> from dyrelu.data import make_synthetic
+        >>> ds = make_synthetic(6, num_classes=3, image_size=8, channels=1)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = plot_samples(ds.images, ds.labels, ds.classes, Path(folder) / "samples.png", ncols=3)
+        ...     path.name, path.read_bytes()[:4]
+        ('samples.png', b'\\x89PNG')
+    """
+    labels = torch.as_tensor(labels, dtype=torch.int64).detach().cpu()
+    _check_samples(images, labels, classes, ncols)
+    pictures = images.detach().cpu().float()
+    if images.dtype == torch.uint8:
+        pictures = pictures / 255.0
+    elif float(pictures.min()) < 0.0 or float(pictures.max()) > 1.0:
+        pictures = _unit(pictures)
+    rows, cols = _grid(len(images), ncols)
+    # Square panels an inch wide; _panels puts 0.3 of a panel between columns, 0.55 between rows (the titles).
+    top, margin = (0.6 if title else 0.3), 0.1
+    width = margin + 0.15 + cols + 0.3 * (cols - 1)
+    height = top + margin + rows + 0.55 * (rows - 1)
+    fig, axes = _panels(rows, cols, width, height, top=top, left=margin, bottom=margin)
+    grey = images.shape[1] == 1
+    for ax, picture, label in zip(axes, pictures, labels.tolist(), strict=False):
+        shown = picture[0] if grey else picture.permute(1, 2, 0)
+        ax.imshow(shown.numpy(), cmap="gray" if grey else None, vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_title(str(classes[label]), fontsize=8, pad=3)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes[len(images) :]:
+        ax.remove()
+    if title:
+        fig.suptitle(title, fontsize=9, y=1.0 - 0.12 / height)
+    return _save(fig, path, dpi)

@@ -1,4 +1,7 @@
-"""``dyrelu visualize``: what the DY-ReLU layers of a trained network do (figures and a JSON summary)."""
+"""``dyrelu visualize``: what the DY-ReLU layers of a trained network do (figures and a JSON summary).
+
+With ``--samples N`` it draws instead the first N images of a dataset with their labels (no checkpoint).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Add the ``visualize`` subcommand to ``subparsers``."""
     parser = subparsers.add_parser(
         "visualize",
-        help="plot what the DY-ReLU layers of a checkpoint learned (input vs output, coefficients, π)",
+        help="plot what the DY-ReLU layers of a checkpoint learned (input vs output, coefficients, π), "
+        "or a dataset's images (--samples)",
         description=(
             "Run the network of CHECKPOINT over NUM_IMAGES images of its test set (or of --data) chosen with "
             "--seed, record the input, output and coefficients of every DY-ReLU layer, and write to OUT: "
@@ -25,10 +29,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "per piece), dynamic_range.png, attention.png (DY-ReLU-C's spatial attention, if any), "
             "dynamics_grid.png (a few layers, for a README) and summary.json. The dynamic range of a layer is "
             "the mean over channels and pieces of the standard deviation across images of its coefficients "
-            "(0: a static activation). The same arguments give the same files."
+            "(0: a static activation). With --samples N and no checkpoint, write instead OUT/samples.png: the "
+            "first N images of the --split of --data as stored (before augmentation and normalisation), each "
+            "titled with its class, and print its path. The same arguments give the same files."
         ),
     )
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint file or a training run's folder")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="a checkpoint file or a training run's folder (required unless --samples is given)",
+    )
+    parser.add_argument(
+        "--samples",
+        type=positive(),
+        default=None,
+        metavar="N",
+        help="draw the first N images of --data with their classes into OUT/samples.png instead (no checkpoint)",
+    )
     add_data_args(parser, for_eval=True)
     parser.add_argument(
         "--split", choices=("test", "train"), default="test", help="which split the images come from (default test)"
@@ -76,12 +93,44 @@ def _load_images(args: argparse.Namespace, state: dict[str, Any]):
     return images, {"data": name, "split": args.split, "data_dir": None if data_dir is None else str(data_dir)}
 
 
+def _write_samples(args: argparse.Namespace) -> Path:
+    """``--samples N``: draw the first N stored images of ``--data`` with their classes into ``OUT/samples.png``."""
+    from dyrelu.analysis import plot_samples
+    from dyrelu.data import DataError, create_dataset
+
+    if args.checkpoint is not None:
+        raise CLIError("--samples draws no checkpoint's data; give --data and leave out --checkpoint")
+    if args.data is None:
+        raise CLIError("--samples needs --data (there is no checkpoint to take it from)")
+    train = args.split == "train"
+    kwargs = data_kwargs(args)
+    if args.data == "cluttered-fashion-mnist":  # render only the first N canvases, the same as in the full set
+        kwargs.setdefault("num_samples" if train else "num_test", args.samples)
+    with user_errors():
+        dataset = create_dataset(args.data, args.data_dir, train=train, augment=False, **kwargs)
+        if len(dataset) == 0:
+            raise DataError(f"the {args.split} split of {args.data} has no images")
+        count = min(args.samples, len(dataset))
+        title = f"{args.data} ({args.split} split): the first {count} images and their classes"
+        return plot_samples(
+            dataset.images[:count], dataset.labels[:count], dataset.classes, args.out / "samples.png", title=title
+        )
+
+
 def run(args: argparse.Namespace) -> int:
-    """Write the figures and summary for ``args.checkpoint``; user errors raise :class:`CLIError`."""
+    """Write the figures and summary for ``args.checkpoint``, or the grid of ``--samples``.
+
+    User errors raise :class:`CLIError`.
+    """
     from dyrelu.analysis import dyrelu_layers, visualize_dynamics
     from dyrelu.data import DataError
     from dyrelu.train import model_from_checkpoint
 
+    if args.samples is not None:
+        print(_write_samples(args))
+        return 0
+    if args.checkpoint is None:
+        raise CLIError("--checkpoint is required unless --samples is given")
     with user_errors():
         model, state = model_from_checkpoint(args.checkpoint, device=args.device)
         config = state["config"]
