@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from dyrelu.cli import main
 from dyrelu.experiments import CONVERGED_BUDGET, CONVERGED_CLAIMS, append_row
 from dyrelu.experiments.claims import plateau_choice
@@ -129,18 +131,36 @@ def test_converged_summary_gives_the_verdicts_and_the_tables_of_claims_with_rows
 def test_the_cluttered_and_upgrade_claims_get_their_section_and_verdicts():
     from dyrelu.experiments.report import beyond_report
 
-    upgrade = [
-        {**_row("mobilenetv2_035", act, seed, acc + 0.1 * seed), "experiment": "U1"}
-        for seed in (0, 1, 2)
-        for act, acc in (("relu", 92.0), ("dyrelu_b", 93.0))
-    ]
-    text = beyond_report([], upgrade)
+    def arm(act, acc, seed, dyn, **kwargs):
+        row = {**_row("mobilenetv2_035", act, seed, acc + 0.1 * seed), "experiment": "U1", "dyn_median": dyn}
+        return {**row, "act_kwargs": json.dumps(kwargs)} if kwargs else row
+
+    def upgrade(exact, authors, dyn_exact="0.0003", dyn_authors="0.03"):
+        return [
+            row
+            for seed in (0, 1, 2)
+            for row in (
+                arm("relu", 92.0, seed, ""),
+                arm("dyrelu_b", exact, seed, dyn_exact),
+                arm("dyrelu_b", authors, seed, dyn_authors, zero_init_last=False),
+            )
+        ]
+
+    def u1_verdict(rows):
+        (line,) = [line for line in beyond_report([], rows).splitlines() if line.startswith("| U1 |")]
+        return line.rsplit(" | ", 1)[1].removesuffix(" |")
+
+    text = beyond_report([], upgrade(93.0, 93.0))
     assert text.startswith("## Beyond the paper's setting\n")
     assert "| C1-cluttered | DY-ReLU-B beats ReLU" in text and "(0 runs so far)" in text
-    (u1,) = [line for line in text.splitlines() if line.startswith("| U1 |")]
-    assert u1.endswith("| holds |")
-    assert "converted to DY-ReLU-B − kept as ReLU, both fine-tuned alike: +1.00" in text
-    low = [{**r, "test_acc": str(float(r["test_acc"]) - (2.0 if r["act"] == "dyrelu_b" else 0.0))} for r in upgrade]
-    assert "clearly below the ReLU fine-tune" in beyond_report([], low)
-    readme = readme_summary(converged_report([], []) + "\n" + beyond_report([], upgrade))
+    # the exact upgrade is static: only the authors' init can hold, and the verdict names the static one
+    assert u1_verdict(upgrade(93.0, 93.0)).startswith("holds: converted with the authors' init (not exact) clearly")
+    assert "static, ReLU plus an unused hyper function: converted exactly (last FC at zero)" in text
+    assert "converted exactly (last FC at zero) − fine-tuned as ReLU: +1.00" in text and "0.0003 (static)" in text
+    assert u1_verdict(upgrade(93.0, 90.0)).startswith("does not hold at our scale: converted with the authors'")
+    assert u1_verdict(upgrade(92.0, 92.0)).startswith("does not hold at our scale: no clear difference; static")
+    assert u1_verdict(upgrade(93.0, 93.0, dyn_authors="0.001")).startswith("static: every upgrade kept")
+    assert u1_verdict(upgrade(93.0, 90.0, dyn_exact="0.02")).startswith("holds: converted exactly (last FC at zero)")
+    assert u1_verdict(upgrade(93.0, 90.0, dyn_exact="0.02")).endswith("clearly beats the ReLU fine-tune")
+    readme = readme_summary(converged_report([], []) + "\n" + beyond_report([], upgrade(93.0, 93.0)))
     assert [line.split(" | ")[0] for line in readme.splitlines()[2:]][-2:] == ["| C1-cluttered", "| U1"]

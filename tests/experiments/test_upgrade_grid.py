@@ -30,6 +30,10 @@ def test_the_upgrade_claim_starts_each_seed_from_its_converged_relu_run():
     path = source_run(spec, UPGRADE_BUDGET, "runs/converged", resuming=True)
     assert str(path) == "runs/converged/mobilenetv2_035-relu-seed2-converged"
     assert UPGRADE_BUDGET.act_kwargs(UPGRADE_CLAIM.configs[1]) == {"zero_init_last": True}  # exact at conversion
+    authors = RunSpec(UPGRADE_CLAIM.configs[2], 2, UPGRADE_BUDGET.name)
+    assert authors.run_id == "mobilenetv2_035-dyrelu_b-zero_init_last=False-seed2-upgrade"
+    assert UPGRADE_BUDGET.act_kwargs(authors.config) == {"zero_init_last": False}  # the last FC as nn.Linear
+    assert str(source_run(authors, UPGRADE_BUDGET, "runs/converged", resuming=True)).endswith("relu-seed2-converged")
 
 
 def test_a_missing_source_is_named(tmp_path):

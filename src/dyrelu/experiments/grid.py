@@ -224,9 +224,10 @@ CONVERGED_BUDGET = Budget(
 CLUTTERED_BUDGET = replace(CONVERGED_BUDGET, data="cluttered-fashion-mnist", name="cluttered")
 
 #: Fine-tuning a converged network for 3 more epochs (lr 0.01, a quarter-epoch warm-up, cosine) from the converged
-#: ReLU run of the same model and seed: as ReLU, or converted to DY-ReLU (exact at conversion: the last FC of each
-#: hyper function at zero) with the hyper functions at 10× the learning rate (0.1 at the peak, the from-scratch
-#: rate), since a zero start learns slowly (R1). Runs tagged ``-upgrade``, in the converged runs' folder.
+#: ReLU run of the same model and seed: as ReLU, or converted to DY-ReLU (by default exact at conversion: the last
+#: FC of each hyper function at zero; a configuration may ask for ``zero_init_last=False``) with the hyper functions
+#: at 10× the learning rate (0.1 at the peak, the from-scratch rate). Runs tagged ``-upgrade``, in the converged
+#: runs' folder.
 UPGRADE_BUDGET = replace(
     CONVERGED_BUDGET,
     epochs=3,

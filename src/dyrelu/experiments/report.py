@@ -412,9 +412,13 @@ def beyond_report(cluttered_rows: Sequence[dict[str, str]], upgrade_rows: Sequen
         f"`{_claim_command(CLUTTERED_CLAIM)}`, rows in `{CLUTTERED_CLAIM.results}`.",
         f"- **{UPGRADE_CLAIM.name}**: each converged ReLU run of mobilenetv2_035 (C1-converged) fine-tuned for "
         f"{UPGRADE_BUDGET.epochs} more epochs (lr {UPGRADE_BUDGET.lr}, cosine), kept as ReLU or converted to "
-        "DY-ReLU-B by `dyrelu.convert` (exact: the network computes what it computed) with the hyper functions at "
-        f"{UPGRADE_BUDGET.extra['hyper_lr_scale']:g}× the learning rate; `dyrelu train --init-from RUN --act "
-        f"dyrelu_b` does one. `{_claim_command(UPGRADE_CLAIM)}` (after C1-converged's mobilenetv2_035 ReLU runs), "
+        "DY-ReLU-B by `dyrelu.convert`, exactly (the last FC of each hyper function at zero: the network computes "
+        "what it computed) or with the authors' init of that FC (as nn.Linear: the network changes at conversion), "
+        f"the hyper functions at {UPGRADE_BUDGET.extra['hyper_lr_scale']:g}× the learning rate; `dyrelu train "
+        "--init-from RUN --act dyrelu_b` does one (`--no-zero-init-last`: the authors' init). The exact upgrade was "
+        "static in a short calibration at 10× and 100× that rate and broke the network at 1000× "
+        "(`benchmarks/upgrade_hyper_lr.sh`, `docs/benchmarks/upgrade_hyper_lr.csv`), hence the second. "
+        f"`{_claim_command(UPGRADE_CLAIM)}` (after C1-converged's mobilenetv2_035 ReLU runs), "
         f"rows in `{UPGRADE_CLAIM.results}`.",
         f"- training time so far: {seconds / 3600:.2f} process hours",
         "",
