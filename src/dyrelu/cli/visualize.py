@@ -102,12 +102,10 @@ def _write_samples(args: argparse.Namespace) -> Path:
         raise CLIError("--samples draws no checkpoint's data; give --data and leave out --checkpoint")
     if args.data is None:
         raise CLIError("--samples needs --data (there is no checkpoint to take it from)")
-    train = args.split == "train"
-    kwargs = data_kwargs(args)
-    if args.data == "cluttered-fashion-mnist":  # render only the first N canvases, the same as in the full set
-        kwargs.setdefault("num_samples" if train else "num_test", args.samples)
     with user_errors():
-        dataset = create_dataset(args.data, args.data_dir, train=train, augment=False, **kwargs)
+        dataset = create_dataset(
+            args.data, args.data_dir, train=args.split == "train", augment=False, **data_kwargs(args)
+        )
         if len(dataset) == 0:
             raise DataError(f"the {args.split} split of {args.data} has no images")
         count = min(args.samples, len(dataset))
