@@ -162,5 +162,15 @@ def test_the_cluttered_and_upgrade_claims_get_their_section_and_verdicts():
     assert u1_verdict(upgrade(93.0, 93.0, dyn_authors="0.001")).startswith("static: every upgrade kept")
     assert u1_verdict(upgrade(93.0, 90.0, dyn_exact="0.02")).startswith("holds: converted exactly (last FC at zero)")
     assert u1_verdict(upgrade(93.0, 90.0, dyn_exact="0.02")).endswith("clearly beats the ReLU fine-tune")
+    # the start of each fine-tune: not recorded by these rows, then recorded by two of each arm's three
+    assert "| fine-tuned as ReLU | 0 of 3 | not recorded | | | |" in text
+    rows = upgrade(93.0, 93.0)
+    for row in rows[3:]:
+        start = {"start_test_acc": "92.0" if row["act_kwargs"] == "{}" else "40.0", "start_val_acc": "92.5"}
+        row.update(start, start_dyn_median="0" if row["act"] == "relu" or row["act_kwargs"] == "{}" else "0.02")
+    lines = beyond_report([], rows).splitlines()
+    assert "| converted exactly (last FC at zero) | 2 of 3 | 92.00 | 92.50 | 0 | 93.15 |" in lines
+    assert "| converted with the authors' init (not exact) | 2 of 3 | 40.00 | 92.50 | 0.02 | 93.15 |" in lines
+    assert "| fine-tuned as ReLU | 2 of 3 | 92.00 | 92.50 |  | 92.15 |" in lines
     readme = readme_summary(converged_report([], []) + "\n" + beyond_report([], upgrade(93.0, 93.0)))
     assert [line.split(" | ")[0] for line in readme.splitlines()[2:]][-2:] == ["| C1-cluttered", "| U1"]

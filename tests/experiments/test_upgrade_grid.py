@@ -57,6 +57,10 @@ def test_upgrade_runs_start_from_the_finished_source_and_say_so(tmp_path):
     assert config["init_from"] == str(runs / "mobilenetv2_035-relu-seed0-base")
     assert config["act_kwargs"]["zero_init_last"] is True
     assert rows[1]["dyn_median"] != ""  # the upgraded network's dynamics are measured
+    # each fine-tune's start: the source's accuracy (exact conversion), static layers; none for a run from scratch
+    (source_row,) = read_results(tmp_path / "s.csv")
+    assert rows[0]["start_test_acc"] == rows[1]["start_test_acc"] == source_row["test_acc"]
+    assert rows[1]["start_dyn_median"] == "0" and rows[0]["start_dyn_median"] == source_row["start_test_acc"] == ""
 
 
 def test_an_unfinished_source_is_named(tmp_path):

@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from dyrelu import DyReLUB
-from dyrelu.train import CheckpointError, TrainConfig, build_model, fit, model_from_checkpoint, upgrade_model
+from dyrelu.train import (
+    CheckpointError,
+    TrainConfig,
+    build_model,
+    fit,
+    load_checkpoint,
+    model_from_checkpoint,
+    upgrade_model,
+)
 
 DATA = {"num_samples": 48, "image_size": 8}
 
@@ -64,6 +72,27 @@ def test_upgrade_rejects_another_network_or_activation(relu_run):
         upgrade_model(_resolved(relu_run, act="silu"), (3, 8, 8))
     with pytest.raises(CheckpointError, match=r"act_context='block'"):
         upgrade_model(_resolved(relu_run, act="dyrelu_b", act_context="block"), (3, 8, 8))
+
+
+def test_an_upgrade_is_evaluated_before_its_first_step_without_changing_its_training(relu_run, tmp_path, monkeypatch):
+    from dyrelu.train.engine import _Classification
+
+    source = load_checkpoint(relu_run)["metrics"][-1]
+    config = _resolved(relu_run, act="dyrelu_b", val_size=8)
+    lines = []
+    result = fit(config, tmp_path / "up", log=lines.append)
+    # exact at conversion: the converted network scores what the ReLU network scored, with static layers
+    assert result.start["test_acc"] == source["test_acc"] and result.start["test_loss"] == source["test_loss"]
+    assert result.start["dyn_median"] == 0.0 and "val_acc" in result.start
+    assert any(line.startswith(f"before the first step, from {relu_run}: test loss") for line in lines)
+    assert load_checkpoint(tmp_path / "up")["start"] == result.start
+    assert fit(_config(), tmp_path / "scratch").start is None
+    # the evaluation draws nothing and changes no statistic: without it, the same training
+    monkeypatch.setattr(_Classification, "evaluate_start", lambda self: {"test_loss": 0.0, "test_acc": 0.0})
+    again = fit(config, tmp_path / "again")
+    assert again.start["test_acc"] == 0.0
+    trained, other = result.model.state_dict(), again.model.state_dict()
+    assert all(torch.equal(trained[k], other[k]) for k in trained)
 
 
 @pytest.mark.slow

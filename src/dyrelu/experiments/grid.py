@@ -78,6 +78,9 @@ COLUMNS = (
     "dyn_median",
     "dyn_max",
     "dyn_b_median",
+    "start_test_acc",
+    "start_val_acc",
+    "start_dyn_median",
     "params",
     "madds",
     "train_seconds",
@@ -479,6 +482,20 @@ def dynamics_cells(metrics_row: dict[str, Any]) -> dict[str, str]:
     return {key: f"{float(metrics_row[key]):.4g}" for key in DYNAMICS_COLUMNS if key in metrics_row}
 
 
+def start_cells(start: dict[str, Any] | None) -> dict[str, str]:
+    """The ``start_*`` columns of a results row: the test and validation accuracy and the median slope range before
+    the first step of a run that started from a trained network (:attr:`dyrelu.train.FitResult.start`); none for a
+    run from scratch."""
+    if not start:
+        return {}
+    cells = {"start_test_acc": f"{float(start['test_acc']):.2f}"}
+    if "val_acc" in start:
+        cells["start_val_acc"] = f"{float(start['val_acc']):.2f}"
+    if "dyn_median" in start:
+        cells["start_dyn_median"] = f"{float(start['dyn_median']):.4g}"
+    return cells
+
+
 def _train_one(spec: RunSpec, claims: list[str], budget: Budget, runs_dir: str, threads: int) -> dict[str, Any]:
     """Train one run (resuming its checkpoint if any) and return its results row. Runs in a worker."""
     import torch
@@ -515,6 +532,7 @@ def _train_one(spec: RunSpec, claims: list[str], budget: Budget, runs_dir: str, 
         "val_size": budget.val_size or "",
         "train_kwargs": json.dumps(dict(config.train_kwargs), sort_keys=True) if config.train_kwargs else "",
         **dynamics_cells(last),
+        **start_cells(result.start),
         **run_costs(result, image),
         "threads": threads,
         "device": device,

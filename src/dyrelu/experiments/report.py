@@ -44,6 +44,7 @@ from dyrelu.experiments.stats import (
     Stats,
     format_difference,
     recipe_key,
+    rows_of,
     stat_of,
     summarise,
     summarise_recipes,
@@ -429,7 +430,39 @@ def beyond_report(cluttered_rows: Sequence[dict[str, str]], upgrade_rows: Sequen
     ]
     for claim, _ in parts:
         lines += claim_section(claim, stats[claim.name], *verdicts[claim.name], heading="###")
+    lines += _upgrade_start_table(upgrade_rows)
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _mean_cell(rows: Sequence[dict[str, str]], column: str, digits: str = ".2f") -> str:
+    values = [float(r[column]) for r in rows if r.get(column, "") != ""]
+    return format(statistics.fmean(values), digits) if values else ""
+
+
+def _upgrade_start_table(rows: Sequence[dict[str, str]]) -> list[str]:
+    """U1's networks before the first step of their fine-tune, against the same runs after it: what the
+    conversion changed (nothing, when exact) and what the fine-tune changed."""
+    lines = [
+        f"{UPGRADE_CLAIM.name} before the first step of each fine-tune (the ReLU network as trained, each upgrade as "
+        "converted) and after it; means over the runs that recorded the start (runs trained before it was "
+        "measured have none):",
+        "",
+        "| start | runs | test acc. at start (%) | val. acc. at start (%) | slope range at start "
+        "| test acc. after (%) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for config in UPGRADE_CLAIM.configs:
+        group = rows_of(rows, config)
+        started = [r for r in group if r.get("start_test_acc", "") != ""]
+        if not started:
+            lines.append(f"| {config.display} | 0 of {len(group)} | not recorded | | | |")
+            continue
+        slope = _mean_cell(started, "start_dyn_median", ".2g") if config.act.startswith("dyrelu") else ""
+        lines.append(
+            f"| {config.display} | {len(started)} of {len(group)} | {_mean_cell(started, 'start_test_acc')} | "
+            f"{_mean_cell(started, 'start_val_acc')} | {slope} | {_mean_cell(started, 'test_acc')} |"
+        )
+    return [*lines, ""]
 
 
 def first_device_stats(rows: Sequence[dict[str, str]]) -> tuple[str, list[dict[str, str]], Stats]:

@@ -29,6 +29,7 @@ __all__ = [
     "mean_or_none",
     "mean_sd",
     "recipe_key",
+    "rows_of",
     "stat_of",
     "summarise",
     "summarise_recipes",
@@ -107,6 +108,12 @@ def summarise(rows: Sequence[dict[str, str]]) -> dict[tuple[str, str, str], Stat
 def stat_of(stats: Stats, config: Config) -> Stat | None:
     """The :class:`Stat` of ``config`` (``None``: not run)."""
     return stats.get(_key(config.model, config.act, dict(config.act_kwargs)))
+
+
+def rows_of(rows: Sequence[dict[str, str]], config: Config) -> list[dict[str, str]]:
+    """The rows of ``config`` (its model, activation and activation options) among ``rows``."""
+    key = _key(config.model, config.act, dict(config.act_kwargs))
+    return [r for r in rows if _key(r["model"], r["act"], json.loads(r["act_kwargs"] or "{}")) == key]
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:

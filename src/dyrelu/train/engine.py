@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dyrelu.analysis.dynamics import dyrelu_layers
+from dyrelu.analysis.summary import dynamics_numbers
 from dyrelu.data import BatchLoader, DataError, ImageDataset, create_dataset, holdout, normalize_batch
 from dyrelu.train import distributed as D
 from dyrelu.train.config import MODEL_FIELDS, TrainConfig
@@ -125,7 +126,9 @@ def fit(
 
     Returns:
         :class:`FitResult` with the trained model (unwrapped from DDP), the resolved config and the
-        metrics of every epoch (resumed ones included).
+        metrics of every epoch (resumed ones included); with ``config.init_from``, also ``start``: the test (and
+        validation) loss and accuracy and the dynamics before the first step (the network as converted), logged
+        and kept in every checkpoint.
 
     Raises:
         DataError: the data is missing or malformed.
@@ -174,6 +177,10 @@ def _fit(
     if state is not None:
         training.restore(state, ckpt_path, log)
     task.start(training)
+    if config.init_from is not None and state is None:
+        # the network as it starts (converted, for an upgrade): what the fine-tune changes, and a check of exactness
+        training.start = task.evaluate_start()
+        log(task.start_summary(training.start))
     run_epochs(training, task, out, ckpt_path, log)
     return training.result(ckpt_path)
 
@@ -324,6 +331,30 @@ class _Classification:
             val = self._evaluate(self.val_loader)
             row["val_loss"], row["val_acc"] = val["loss"], val["acc"]
         return row
+
+    def evaluate_start(self) -> dict[str, Any]:
+        """The test (and validation) loss and accuracy before the first step, and the DY-ReLU layers' dynamics.
+
+        The BatchNorm statistics are the network's own (not recomputed) and nothing random is drawn: the training
+        that follows is the one without this evaluation.
+        """
+        test = self._evaluate(self.test_loader)
+        row: dict[str, Any] = {"test_loss": test["loss"], "test_acc": test["acc"]}
+        if self.val_loader is not None:
+            val = self._evaluate(self.val_loader)
+            row["val_loss"], row["val_acc"] = val["loss"], val["acc"]
+        if self.dynamics_images is not None:
+            row.update(dynamics_numbers(self.model, self.dynamics_images))
+        return row
+
+    def start_summary(self, row: dict[str, Any]) -> str:
+        """The log line of :meth:`evaluate_start`."""
+        val = f" | val acc {row['val_acc']:.2f}%" if "val_acc" in row else ""
+        dyn = f" | slope range {row['dyn_median']:.3g}" if "dyn_median" in row else ""
+        return (
+            f"before the first step, from {self.config.init_from}: test loss {row['test_loss']:.4f} acc "
+            f"{row['test_acc']:.2f}%{val}{dyn}"
+        )
 
     def checkpoint(self) -> dict[str, Any]:
         """What rebuilding the network and its inputs needs besides the config."""

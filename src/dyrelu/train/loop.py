@@ -40,13 +40,18 @@ Log = Callable[[str], None]
 
 @dataclass
 class FitResult:
-    """What a training run returns: the trained model (unwrapped), the resolved config and the metrics."""
+    """What a training run returns: the trained model (unwrapped), the resolved config and the metrics.
+
+    ``start``: the evaluation before the first step of a run that started from a trained network (an upgrade:
+    the network as converted), ``None`` for a run from scratch.
+    """
 
     model: nn.Module
     config: Any
     metrics: list[dict[str, Any]] = field(default_factory=list)
     checkpoint: Path | None = None
     resumed_epoch: int | None = None
+    start: dict[str, Any] | None = None
 
 
 @contextlib.contextmanager
@@ -67,7 +72,8 @@ class Training:
 
     ``config`` is the run's :class:`~dyrelu.train.TrainConfig` or :class:`~dyrelu.keypoints.KeypointConfig`: the
     loop reads its ``epochs``, ``lr``, ``clip_grad``, ``tau_*`` and ``tensorboard``. ``model`` is the network
-    itself (not a DistributedDataParallel wrapper); ``start_epoch`` counts the epochs done before this process.
+    itself (not a DistributedDataParallel wrapper); ``start_epoch`` counts the epochs done before this process;
+    ``start`` is the task's evaluation before the first step, when it made one (kept by every checkpoint).
     """
 
     config: Any
@@ -80,6 +86,7 @@ class Training:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     start_epoch: int = 0
     resumed: bool = False
+    start: dict[str, Any] | None = None
 
     @classmethod
     def create(
@@ -115,6 +122,7 @@ class Training:
             detail = " ".join(str(err).split())[:300]
             raise CheckpointError(f"the optimizer state in {where} does not fit this run: {detail}") from None
         self.metrics = list(state.get("metrics", []))
+        self.start = state.get("start")
         self.start_epoch = int(state["epoch"])
         self.resumed = True
         rng = state.get("rng") or []
@@ -166,6 +174,7 @@ class Training:
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
             "rng": rng,
             "metrics": self.metrics,
+            "start": self.start,
         }
 
     def result(self, checkpoint: Path | None, kind: type[FitResult] = FitResult) -> FitResult:
@@ -176,6 +185,7 @@ class Training:
             self.metrics,
             checkpoint if checkpoint is not None and checkpoint.exists() else None,
             self.start_epoch if self.resumed else None,
+            self.start,
         )
 
 
