@@ -17,11 +17,17 @@ def test_compare_estimate_writes_the_grids_process_hours(tmp_path, capsys):
     assert main(argv) == 0
     rows = read_results(out)
     assert [r["config"] for r in rows] == [c.name for c in PLATEAU_CLAIM.configs]
-    # the schedules share one measured network: each epoch costs what it measured
-    assert [r["epoch_seconds"] for r in rows] == ["300"] * len(rows)
-    epochs = sum(dict(c.train_kwargs)["epochs"] for c in PLATEAU_CLAIM.configs)  # 3 + 6 + 12 + 24
-    assert sum(float(r["process_hours"]) for r in rows) == pytest.approx(epochs * 300 / 3600, abs=0.02)
-    assert f"total: {epochs * 300 / 3600:.1f} process hours" in capsys.readouterr().out
+    # the ReLU schedules share one measured network: each epoch costs what it measured; DY-ReLU-B its own
+    relu = [r for r, c in zip(rows, PLATEAU_CLAIM.configs, strict=True) if c.act == "relu"]
+    assert [r["epoch_seconds"] for r in relu] == ["300"] * len(relu) == ["300"] * 4
+    (dyb,) = [r for r, c in zip(rows, PLATEAU_CLAIM.configs, strict=True) if c.act == "dyrelu_b"]
+    epochs = sum(dict(c.train_kwargs)["epochs"] for c in PLATEAU_CLAIM.configs if c.act == "relu")  # 3+6+12+24
+    total = (epochs * 300 + 24 * float(dyb["epoch_seconds"])) / 3600
+    assert float(dyb["epoch_seconds"]) > 0 and float(dyb["process_hours"]) == pytest.approx(
+        total - epochs / 12, abs=0.02
+    )
+    assert sum(float(r["process_hours"]) for r in rows) == pytest.approx(total, abs=0.02)
+    assert f"total: {total:.1f} process hours" in capsys.readouterr().out
 
 
 def test_compare_passes_device_and_precision_to_every_run(tmp_path, monkeypatch):

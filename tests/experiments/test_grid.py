@@ -138,8 +138,13 @@ def test_append_row_is_atomic_and_keeps_columns(tmp_path):
 
 
 def test_plateau_configurations_set_their_own_schedule_length(tmp_path):
-    lengths = [dict(c.train_kwargs)["epochs"] for c in PLATEAU_CLAIM.configs]
+    lengths = [dict(c.train_kwargs)["epochs"] for c in PLATEAU_CLAIM.configs if c.act == "relu"]
     assert sorted(lengths) == [3, 6, 12, 24] and lengths[0] == 24  # the longest starts first
+    # DY-ReLU-B at the longest schedule too, second: the two longest runs share the first two processes
+    assert [(c.act, dict(c.train_kwargs)["epochs"]) for c in PLATEAU_CLAIM.configs[:2]] == [
+        ("relu", 24),
+        ("dyrelu_b", 24),
+    ]
     budget = PLATEAU_CLAIM.budget
     results = tmp_path / "plateau.csv"
     first = plan_runs([PLATEAU_CLAIM], budget.seeds, budget.name)[0][0]

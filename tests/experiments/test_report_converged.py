@@ -174,3 +174,21 @@ def test_the_cluttered_and_upgrade_claims_get_their_section_and_verdicts():
     assert "| fine-tuned as ReLU | 2 of 3 | 92.00 | 92.50 |  | 92.15 |" in lines
     readme = readme_summary(converged_report([], []) + "\n" + beyond_report([], upgrade(93.0, 93.0)))
     assert [line.split(" | ")[0] for line in readme.splitlines()[2:]][-2:] == ["| C1-cluttered", "| U1"]
+
+
+def test_the_plateau_study_compares_dyrelu_b_with_relu_at_the_longer_schedule():
+    def p1(act, epochs, val, test):
+        return {**_row("mobilenetv2_035", act, 0, test), "epochs": str(epochs), "val_acc": str(val)}
+
+    plateau = [p1("relu", 12, 93.5, 92.9), p1("relu", 24, 94.24, 93.83)]
+    # a DY-ReLU-B row of the study does not move the ReLU baseline's rule
+    assert plateau_choice([*plateau, p1("dyrelu_b", 24, 99.0, 99.0)]) == plateau_choice(plateau) == 24
+    assert "DY-ReLU-B against ReLU on" not in converged_report([], plateau)  # no DY-ReLU-B run yet
+    plateau.append({**p1("dyrelu_b", 24, 94.5, 94.0), "dyn_median": "0.06"})
+    converged = [{**_row("mobilenetv2_035", act, s, acc + s), "val_acc": "93"} for act, acc in (("relu", 92.9),
+                 ("dyrelu_b", 93.3)) for s in (0, 1)]  # fmt: skip
+    lines = converged_report(converged, plateau).splitlines()
+    assert "| 24 | 1 | 94.24 | 93.83 | 0.00 | 300 |" in lines  # the ReLU schedules' table: ReLU rows only
+    assert "| 12 | 0 | 93.00 / 92.90 | 93.00 / 93.30 | +0.00 | +0.40 | 0.05 | C1-converged |" in lines
+    assert "| 24 | 0 | 94.24 / 93.83 | 94.50 / 94.00 | +0.26 | +0.17 | 0.06 | P1 |" in lines
+    assert any("varies by 0.71 pp (sample standard deviation over its seeds)" in line for line in lines)

@@ -248,9 +248,16 @@ def _plateau_table(rows: Sequence[dict[str, str]]) -> list[str]:
     return lines
 
 
-def _plateau_lines(rows: Sequence[dict[str, str]], budget: Budget) -> list[str]:
+def _is_relu(row: dict[str, str]) -> bool:
+    return row.get("act", "relu") == "relu"
+
+
+def _plateau_lines(
+    all_rows: Sequence[dict[str, str]], budget: Budget, converged: Sequence[dict[str, str]] = ()
+) -> list[str]:
+    rows = [r for r in all_rows if _is_relu(r)]
     chosen = plateau_choice(rows)
-    planned = sorted(int(dict(c.train_kwargs)["epochs"]) for c in PLATEAU_CLAIM.configs)
+    planned = sorted(int(dict(c.train_kwargs)["epochs"]) for c in PLATEAU_CLAIM.configs if c.act == "relu")
     lines = [
         f"### {PLATEAU_CLAIM.name}: {PLATEAU_CLAIM.title}",
         "",
@@ -300,7 +307,63 @@ def _plateau_lines(rows: Sequence[dict[str, str]], budget: Budget) -> list[str]:
             f"over {below}: the study does not show that the ReLU baseline stops improving after {chosen} epochs "
             "(only a longer schedule could); it is the longest budget this machine can afford for the grid.",
         ]
+    return [*lines, "", *_longer_schedule_lines(all_rows, budget, converged)]
+
+
+def _longer_schedule_lines(
+    plateau: Sequence[dict[str, str]], budget: Budget, converged: Sequence[dict[str, str]]
+) -> list[str]:
+    """DY-ReLU-B against ReLU, same network and seed, at the grid's schedule (C1-converged's rows) and at the plateau
+    study's longer ones: whether the gain holds when the ReLU baseline has more time to learn."""
+    pairs = []  # (epochs, seed, relu row, DY-ReLU-B row, where)
+    model = PLATEAU_CLAIM.configs[0].model
+    for source, where in ((converged, "C1-converged"), (plateau, PLATEAU_CLAIM.name)):
+        for dyb in source:
+            if dyb.get("model") != model or dyb.get("act") != "dyrelu_b" or dyb.get("device", "cpu") not in ("", "cpu"):
+                continue
+            relu = [r for r in source if r.get("model") == model and _is_relu(r) and r["seed"] == dyb["seed"]]
+            relu = [r for r in relu if r["epochs"] == dyb["epochs"] and r.get("device", "cpu") in ("", "cpu")]
+            if relu and (where == PLATEAU_CLAIM.name or int(dyb["epochs"]) == budget.epochs):
+                pairs.append((int(dyb["epochs"]), int(dyb["seed"]), relu[0], dyb, where))
+    if not any(where == PLATEAU_CLAIM.name for *_, where in pairs):
+        return []
+    lines = [
+        f"DY-ReLU-B against ReLU on {model}, the same seed and settings, at the grid's {budget.epochs} epochs and at "
+        "the longer schedule: does the gain hold when the baseline has twice the time to learn, or was it faster "
+        "learning?",
+        "",
+        "| schedule (epochs) | seed | ReLU val. / test (%) | DY-ReLU-B val. / test (%) | Δ val. (pp) | Δ test (pp) "
+        "| slope range | runs of |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for epochs, seed, relu, dyb, where in sorted(pairs, key=lambda p: (p[0], p[1])):
+        dval = float(dyb["val_acc"]) - float(relu["val_acc"])
+        dtest = float(dyb["test_acc"]) - float(relu["test_acc"])
+        dyn = f"{float(dyb['dyn_median']):.2g}" if dyb.get("dyn_median") else ""
+        lines.append(
+            f"| {epochs} | {seed} | {float(relu['val_acc']):.2f} / {float(relu['test_acc']):.2f} | "
+            f"{float(dyb['val_acc']):.2f} / {float(dyb['test_acc']):.2f} | {dval:+.2f} | {dtest:+.2f} | {dyn} | "
+            f"{where} |"
+        )
+    spread = _seed_spread(converged)
+    if spread:
+        lines += [
+            "",
+            f"One seed per schedule: for scale, the test accuracy of one configuration of C1-converged varies by "
+            f"{spread} pp (sample standard deviation over its seeds).",
+        ]
     return [*lines, ""]
+
+
+def _seed_spread(rows: Sequence[dict[str, str]]) -> str:
+    """The range of the per-configuration standard deviations of test accuracy over seeds (CPU rows, configurations
+    with two seeds or more), as text; empty when there are none."""
+    cpu = [r for r in rows if r.get("device", "cpu") in ("", "cpu")]
+    stds = [s.std for s in summarise(cpu).values() if s.n > 1] if cpu else []
+    if not stds:
+        return ""
+    low, high = min(stds), max(stds)
+    return f"{low:.2f}" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f}–{high:.2f}"
 
 
 def _mean_val(rows: Sequence[dict[str, str]], epochs: int) -> float:
@@ -375,7 +438,7 @@ def converged_report(
         "",
         *_converged_budget_lines(rows, estimate, todo),
         "",
-        *_plateau_lines(plateau_rows, budget),
+        *_plateau_lines(plateau_rows, budget, rows),
     ]
     devices = sorted({_device(r) for r in rows}, key=lambda d: (d != "cpu", d))
     for device in devices or ["cpu"]:
