@@ -42,6 +42,8 @@ def _converged_csv(path):
 def test_demo_shows_the_converged_results_trains_draws_and_times(tmp_path, capsys):
     data = write_fashion_mnist(tmp_path / "fmnist", n_train=32, n_test=16)
     out, results = tmp_path / "demo", _converged_csv(tmp_path / "converged.csv")
+    for epochs, val in ((12, 93.5), (24, 94.24)):  # the plateau study, beside the grid's results
+        append_row(tmp_path / "plateau.csv", {"run": f"p{epochs}", "act": "relu", "epochs": epochs, "val_acc": val})
     argv = ["demo", "--data-dir", str(data), "--epochs", "1", "--data-fraction", "1", "--batch-size", "16"]
     argv += ["--threads", "1", "--out", str(out), "--results", str(results), "--no-progress"]
     assert main(argv) == 0
@@ -50,6 +52,7 @@ def test_demo_shows_the_converged_results_trains_draws_and_times(tmp_path, capsy
     part2, part3 = rest.split("== 3. The speed, side by side in this process")
     assert "not re-run here" in part1 and "2 runs on cpu" in part1
     assert "| mobilenetv2_025 | relu | 2 | 93.00 ± 0.71 |" in part1
+    assert "Not at convergence: mobilenetv2_035 with ReLU gains 0.74 pp of validation accuracy from 12" in part1
     assert "| ReLU |" in part2 and "| DY-ReLU-B |" in part2 and "median slope range over layers" in part2
     assert "| ReLU | " in part3 and " | 1.00 | " in part3 and "taking turns within each round" in part3
     saved = json.loads((out / "results.json").read_text())

@@ -126,6 +126,21 @@ def test_converged_summary_gives_the_verdicts_and_the_tables_of_claims_with_rows
     assert "## C1-converged:" in text and "## C2-converged:" not in text  # only claims with rows get a table
     assert "| mobilenetv2_025 | relu | 2 | 90.50 ± 0.71 |" in text
     assert converged_summary([]).startswith("0 runs on cpu\n")
+    # a claim whose rows an earlier claim's table shows already gets no table of its own
+    small = [_row("mobilenetv2_035", act, 0, 92.0) for act in ("relu", "dyrelu_b")]
+    assert "## C1-converged:" in converged_summary(small) and "## C2-converged:" not in converged_summary(small)
+    assert "## C2-converged:" in converged_summary([*small, _row("mobilenetv2_035", "dyrelu_a", 0, 92.0)])
+
+
+def test_plateau_summary_says_whether_the_grid_is_at_convergence():
+    from dyrelu.experiments.report import plateau_summary
+
+    budget = CONVERGED_BUDGET.epochs
+    assert plateau_summary([_plateau(budget, 93.5)]) == ""  # nothing longer measured
+    text = plateau_summary([_plateau(budget, 93.5), _plateau(2 * budget, 94.24)])
+    assert text.startswith("Not at convergence: mobilenetv2_035 with ReLU gains 0.74 pp of validation accuracy")
+    assert text.endswith(f"these verdicts are at {budget} epochs.")
+    assert plateau_summary([_plateau(budget, 94.0), _plateau(2 * budget, 94.2)]).startswith("At the plateau: ")
 
 
 def test_the_cluttered_and_upgrade_claims_get_their_section_and_verdicts():

@@ -61,6 +61,7 @@ __all__ = [
     "first_device_stats",
     "keypoint_report",
     "make_report",
+    "plateau_summary",
     "readme_summary",
     "recipe_report",
     "replace_readme_summary",
@@ -538,7 +539,8 @@ def first_device_stats(rows: Sequence[dict[str, str]]) -> tuple[str, list[dict[s
 
 def converged_summary(rows: Sequence[dict[str, str]], claims: Sequence[Claim] = CONVERGED_CLAIMS) -> str:
     """What the converged grid has measured so far, for a terminal: each claim's verdict, and the table of every
-    claim that has rows (one device: :func:`first_device_stats`).
+    claim with rows of its own, a configuration no earlier claim's table shows (one device:
+    :func:`first_device_stats`).
 
     Example:
         >>> print(converged_summary([]).splitlines()[2])
@@ -548,10 +550,35 @@ def converged_summary(rows: Sequence[dict[str, str]], claims: Sequence[Claim] = 
     verdicts = claim_verdicts(claims, stats)
     runs = {r["run"] for r in device_rows}
     lines = [f"{len(runs)} run{'' if len(runs) == 1 else 's'} on {device}", "", *verdict_table(claims, verdicts), ""]
+    shown: set[Config] = set()
     for claim in claims:
-        if any(stat_of(stats, config) is not None for config in claim.configs):
+        measured = {config for config in claim.configs if stat_of(stats, config) is not None}
+        if measured - shown:
             lines += claim_section(claim, stats, *verdicts[claim.name], heading="##")
+            shown |= measured
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def plateau_summary(rows: Sequence[dict[str, str]], budget: Budget = CONVERGED_BUDGET) -> str:
+    """One sentence: how far the grid's schedule ends below the plateau study's longest ReLU schedule, and whether
+    that is within the tolerance; empty before the study has both.
+
+    Example:
+        >>> plateau_summary([{"epochs": "12", "val_acc": "93.5"}, {"epochs": "24", "val_acc": "94.24"}])[:56]
+        'Not at convergence: mobilenetv2_035 with ReLU gains 0.74'
+    """
+    relu = [r for r in rows if _is_relu(r)]
+    done = {int(r["epochs"]) for r in relu}
+    if budget.epochs not in done or max(done) <= budget.epochs:
+        return ""
+    longest = max(done)
+    gain = _mean_val(relu, longest) - _mean_val(relu, budget.epochs)
+    head = "Not at convergence" if gain > PLATEAU_TOLERANCE else "At the plateau"
+    return (
+        f"{head}: {PLATEAU_CLAIM.configs[0].model} with ReLU gains {gain:.2f} pp of validation accuracy from "
+        f"{budget.epochs} to {longest} epochs (tolerance {PLATEAU_TOLERANCE} pp; {PLATEAU_CLAIM.name} in "
+        f"REPRODUCTION.md): these verdicts are at {budget.epochs} epochs."
+    )
 
 
 # -- the recipe study (R1) -----------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """``dyrelu demo``: what DY-ReLU does, in three parts that fit about 10 minutes on a 2-core CPU.
 
 1. **The converged results**, read from the committed ``results/converged.csv`` (12-epoch runs on the full
-   training set, 3 seeds each, the paper's claims judged by ``dyrelu report``): labelled as such, not re-run.
+   training set, 3 seeds each, the paper's claims judged by ``dyrelu report``): labelled as such, not re-run,
+   with what the plateau study (``results/plateau.csv`` beside it) says of that length.
 2. **A live run**: a small MobileNetV2 with ReLU and with DY-ReLU-B, trained by the recipe of the recipe study
    on a deterministic fraction of Fashion-MNIST (4.8k images, 3 epochs, 2k test images), then each run's
    accuracy, the DY-ReLU layers' dynamics numbers (static or dynamic) and the dynamics figures
@@ -149,7 +150,7 @@ def _converged(path: Path) -> dict[str, Any]:
     """Print what the committed converged grid measured (part 1); its verdicts for results.json."""
     from dyrelu.experiments import CONVERGED_CLAIMS, read_results
     from dyrelu.experiments.claims import claim_verdicts
-    from dyrelu.experiments.report import converged_summary, first_device_stats
+    from dyrelu.experiments.report import converged_summary, first_device_stats, plateau_summary
 
     print(f"== 1. The converged results: {live.relative(path)}, committed with the repository (not re-run here)\n")
     if not path.is_file():
@@ -160,6 +161,10 @@ def _converged(path: Path) -> dict[str, Any]:
         "12 epochs of the full training set (minus 5,000 validation images) per run, 3 seeds per configuration, "
         "the recipe of REPRODUCTION.md's R1; the grid is still running where runs are missing:\n"
     )
+    plateau = path.parent / "plateau.csv"  # the plateau study's rows, beside the grid's
+    note = plateau_summary(read_results(plateau)) if plateau.is_file() else ""
+    if note:
+        print(f"{note}\n")
     print(converged_summary(rows, CONVERGED_CLAIMS), flush=True)
     verdicts = claim_verdicts(CONVERGED_CLAIMS, first_device_stats(rows)[2])
     return {"source": str(path), "runs": len(rows), "verdicts": {name: v[0] for name, v in verdicts.items()}}
