@@ -296,7 +296,8 @@ def _plateau_lines(
                 "."
                 if behind <= PLATEAU_TOLERANCE
                 else f": the ReLU baseline is still improving at {budget.epochs} epochs, and the verdicts below are "
-                f"at that budget (the longest this machine can afford for the grid), not at convergence."
+                f"at that budget, not at convergence (a longer schedule multiplies the grid's process hours "
+                "by as much)."
             ),
         ]
     if chosen == max(done) == budget.epochs and len(done) > 1:
