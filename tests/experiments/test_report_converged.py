@@ -207,3 +207,30 @@ def test_the_plateau_study_compares_dyrelu_b_with_relu_at_the_longer_schedule():
     assert "| 12 | 0 | 93.00 / 92.90 | 93.00 / 93.30 | +0.00 | +0.40 | 0.05 | C1-converged |" in lines
     assert "| 24 | 0 | 94.24 / 93.83 | 94.50 / 94.00 | +0.26 | +0.17 | 0.06 | P1 |" in lines
     assert any("varies by 0.71 pp (sample standard deviation over its seeds)" in line for line in lines)
+
+
+def test_claim_tables_show_the_validation_accuracy_beside_the_test_accuracy_when_the_rows_have_it():
+    from dyrelu.experiments.report import converged_summary
+
+    val = {("relu", 0): 93.0, ("relu", 1): 93.2, ("dyrelu_b", 0): 92.9, ("dyrelu_b", 1): 93.5}
+    rows = [
+        {**_row("mobilenetv2_025", act, seed, 92.5 + 0.5 * (act != "relu") + 0.1 * seed), "val_acc": str(v)}
+        for (act, seed), v in val.items()
+    ]
+    lines = converged_summary(rows).splitlines()
+    header = next(line for line in lines if line.startswith("| model |"))
+    assert "| test acc. (%) | Δ vs ReLU (pp) | val. acc. (%) | Δ val. vs ReLU (pp) |" in header
+    relu = next(line for line in lines if line.startswith("| mobilenetv2_025 | relu |"))
+    dyb = next(line for line in lines if line.startswith("| mobilenetv2_025 | dyrelu_b |"))
+    assert "| 92.55 ± 0.07 |  | 93.10 ± 0.14 |  |" in relu
+    assert "| 93.05 ± 0.07 | +0.50 ± 0.10 | 93.20 ± 0.42 | +0.10 ± 0.45 |" in dyb
+    assert len(header.split("|")) == len(dyb.split("|")) == len(relu.split("|"))
+    not_run = next(line for line in lines if line.startswith("| mobilenetv2_050 | relu |"))
+    assert len(not_run.split("|")) == len(header.split("|"))
+    # rows without a validation split (the short grid) keep the table without those columns
+    plain = converged_summary([_row("mobilenetv2_025", "relu", 0, 92.0)])
+    assert "val. acc." not in plain
+    # one row of a configuration without it: its validation cell is empty, not a mean of the others
+    mixed = converged_summary([*rows, _row("mobilenetv2_025", "relu", 2, 92.6)]).splitlines()
+    relu = next(line for line in mixed if line.startswith("| mobilenetv2_025 | relu |"))
+    assert "| 92.57 ± 0.06 |  | – |  |" in relu

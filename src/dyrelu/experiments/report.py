@@ -84,24 +84,33 @@ def _dyn_cell(s: Stat, act: str) -> str:
 
 
 def _claim_table(claim: Claim, stats: Stats) -> list[str]:
+    """The claim's configurations, one line each; the validation columns when any of them has a validation split."""
+    measured = [s for s in (stat_of(stats, c) for c in claim.configs) if s is not None]
+    with_val = any(s.val is not None for s in measured)
+    val_head = " val. acc. (%) | Δ val. vs ReLU (pp) |" if with_val else ""
     lines = [
-        "| model | activation | seeds | test acc. (%) | Δ vs ReLU (pp) | slope range | params | MAdds | Δ MAdds "
-        "| s/epoch |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| model | activation | seeds | test acc. (%) | Δ vs ReLU (pp) |{val_head} slope range | params | MAdds "
+        "| Δ MAdds | s/epoch |",
+        "|---|---|---|---|---|" + "---|---|" * with_val + "---|---|---|---|---|",
     ]
     for config in claim.configs:
         s = stat_of(stats, config)
         if s is None:
-            lines.append(f"| {config.model} | {config.display} | 0 | not run | | | | | | |")
+            lines.append(f"| {config.model} | {config.display} | 0 | not run |" + " |" * (6 + 2 * with_val))
             continue
         base = stat_of(stats, Config(config.model, "relu"))
         if base is None or config.act == "relu":
-            delta, dmadds = "", ""
+            delta, dmadds, dval = "", "", None
         else:
             delta = format_difference(*s.diff(base))
             dmadds = f"{100 * (s.madds / base.madds - 1):+.1f}%"
+            dval = s.val_diff(base)
+        val_cells = ""
+        if with_val:
+            val = "–" if s.val is None else f"{s.val[0]:.2f} ± {s.val[1]:.2f}"
+            val_cells = f" {val} | {'' if dval is None else format_difference(*dval)} |"
         lines.append(
-            f"| {config.model} | {config.display} | {s.n} | {s.mean:.2f} ± {s.std:.2f} | {delta} | "
+            f"| {config.model} | {config.display} | {s.n} | {s.mean:.2f} ± {s.std:.2f} | {delta} |{val_cells} "
             f"{_dyn_cell(s, config.act)} | {s.params / 1e6:.3f}M | {s.madds / 1e6:.2f}M | {dmadds} | "
             f"{s.seconds_per_epoch:.1f} |"
         )
@@ -383,7 +392,9 @@ def _converged_budget_lines(rows: Sequence[dict[str, str]], estimate: Sequence[d
         f"{', '.join(map(str, CONVERGED_BUDGET.seeds))}); devices: "
         f"{_values(rows, 'device', '–')}",
         f"- data: Fashion-MNIST, the full training set minus {CONVERGED_BUDGET.val_size} validation images, the "
-        "full test set of 10,000 images",
+        "full test set of 10,000 images; the verdicts are on the test set, the tables show the validation accuracy "
+        f"beside it (a second held-out set, {CONVERGED_BUDGET.val_size} images: a gain that both show is more than "
+        "one set's sampling luck)",
         f"- epochs: {_values(rows, 'epochs', '–')}; batch size {_values(rows, 'batch_size', '–')}; SGD with "
         "Nesterov momentum, lr 0.1, cosine schedule with 1 warm-up epoch, label smoothing 0.1; DY-ReLU trained by "
         "the recipe (R1: the last FC initialised as nn.Linear, no weight decay on the hyper functions), DY-ReLU-C's "

@@ -47,7 +47,8 @@ class Stat:
     """Final test accuracy over seeds, the cost columns and the dynamics of one configuration.
 
     ``dyn_median``: the mean over seeds of the median slope range of the DY-ReLU layers (``None`` when a
-    row lacks it: not a DY-ReLU, or a row from before the measurement).
+    row lacks it: not a DY-ReLU, or a row from before the measurement). ``val``: the validation accuracy's mean
+    and sample standard deviation over seeds (``None`` when a row has none: a budget without a validation split).
     """
 
     n: int
@@ -57,10 +58,17 @@ class Stat:
     madds: int
     seconds_per_epoch: float
     dyn_median: float | None = None
+    val: tuple[float, float] | None = None
 
     def diff(self, other: Stat) -> tuple[float, float]:
         """``self - other`` and its spread."""
         return self.mean - other.mean, math.hypot(self.std, other.std)
+
+    def val_diff(self, other: Stat) -> tuple[float, float] | None:
+        """``self - other`` in validation accuracy and its spread (``None`` when either lacks it)."""
+        if self.val is None or other.val is None:
+            return None
+        return self.val[0] - other.val[0], math.hypot(self.val[1], other.val[1])
 
 
 #: :func:`summarise`'s result: each configuration's :class:`Stat` by (model, act, act_kwargs as sorted JSON).
@@ -101,8 +109,14 @@ def summarise(rows: Sequence[dict[str, str]]) -> dict[tuple[str, str, str], Stat
             madds=int(group[0]["madds"]),
             seconds_per_epoch=statistics.median(float(r["seconds_per_epoch"]) for r in group),
             dyn_median=mean_or_none([r.get("dyn_median", "") for r in group]),
+            val=_val_of(group),
         )
     return stats
+
+
+def _val_of(group: Sequence[dict[str, str]]) -> tuple[float, float] | None:
+    cells = [r.get("val_acc", "") for r in group]
+    return None if any(c == "" for c in cells) else mean_sd([float(c) for c in cells])
 
 
 def stat_of(stats: Stats, config: Config) -> Stat | None:
