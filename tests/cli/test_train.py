@@ -174,3 +174,29 @@ def test_recipe_flags_reach_the_run(tmp_path, capsys):
     row = read_metrics(out)[-1]
     assert {"val_acc", "val_loss", "dyn_median", "dyn_max", "dyn_b_median"} <= set(row)
     assert row["dyn_median"] > 0  # the last FC starts like nn.Linear: the layers are dynamic
+
+
+def test_eval_against_a_second_checkpoint_compares_them_on_the_same_images(trained, tmp_path, capsys):
+    out, _ = trained
+    other = tmp_path / "other"
+    argv = [*TRAIN, "--seed", "1", "--epochs", "1", "--out", str(other)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(argv) == 0
+    assert main(["eval", "--checkpoint", str(out), "--against", str(other), "--json", "--threads", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    paired = result["paired"]
+    for key, path in (("checkpoint", out), ("against", other)):
+        assert result[key]["acc"] == pytest.approx(read_metrics(path)[-1]["test_acc"]) and result[key]["count"] == 16
+    assert paired["count"] == 16 and paired["acc_a"] == pytest.approx(result["checkpoint"]["acc"])
+    assert paired["acc_b"] == pytest.approx(result["against"]["acc"])
+    assert paired["diff"] == pytest.approx(result["checkpoint"]["acc"] - result["against"]["acc"])
+    assert main(["eval", "--checkpoint", str(out), "--against", str(out), "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("A: ") and "right where B is wrong 0, the other way round 0" in text and "p = 1" in text
+    # two test sets that differ: refused, not compared image by image
+    small = tmp_path / "small"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main([*TRAIN, "--synthetic-samples", "40", "--epochs", "1", "--out", str(small)]) == 0
+    assert main(["eval", "--checkpoint", str(out), "--against", str(small), "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "different test images (16 and 10" in err and len(err.splitlines()) == 1

@@ -19,10 +19,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="evaluate a checkpoint (loss and top-1 accuracy)",
         description=(
             "Rebuild the network from CHECKPOINT alone and report its loss and top-1 accuracy on the test split of "
-            "the data it was trained on, or of --data."
+            "the data it was trained on, or of --data. With --against, score a second checkpoint on the same images "
+            "and test whether the difference is more than the test set's luck (McNemar's exact test)."
         ),
     )
     parser.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint file or a training run's folder")
+    parser.add_argument(
+        "--against",
+        type=Path,
+        default=None,
+        help="a second checkpoint or run folder: compare the two on the same test images (paired)",
+    )
     add_data_args(parser, for_eval=True)
     parser.add_argument("--data-fraction", type=float, default=1.0, help="evaluate on this fraction of the test set")
     parser.add_argument("--batch-size", type=positive(), default=256, help="images per step (default 256)")
@@ -44,23 +51,44 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    options = {
+        "data": args.data,
+        "data_dir": args.data_dir,
+        "data_kwargs": extra if (extra or args.data is not None) else None,
+        "fraction": args.data_fraction,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "amp": args.amp,
+    }
+    if args.against is not None:
+        return _compare(args, options)
     with user_errors():
-        result = evaluate_checkpoint(
-            args.checkpoint,
-            data=args.data,
-            data_dir=args.data_dir,
-            data_kwargs=extra if (extra or args.data is not None) else None,
-            fraction=args.data_fraction,
-            batch_size=args.batch_size,
-            device=args.device,
-            amp=args.amp,
-        )
+        result = evaluate_checkpoint(args.checkpoint, **options)
     if args.json:
         print(json.dumps(result))
     else:
-        act = result["act"] or "own activations"
         print(
-            f"{args.checkpoint} ({result['model']}, {act}, epoch {result['epoch']}) on the {result['data']} test set: "
-            f"loss {result['loss']:.4f}, accuracy {result['acc']:.2f}% ({result['count']} images)"
+            f"{_name(args.checkpoint, result)} on the {result['data']} test set: loss {result['loss']:.4f}, accuracy "
+            f"{result['acc']:.2f}% ({result['count']} images)"
         )
+    return 0
+
+
+def _name(path: Path, result: dict) -> str:
+    return f"{path} ({result['model']}, {result['act'] or 'own activations'}, epoch {result['epoch']})"
+
+
+def _compare(args: argparse.Namespace, options: dict) -> int:
+    from dyrelu.train import compare_checkpoints
+
+    with user_errors():
+        result = compare_checkpoints(args.checkpoint, args.against, **options)
+    paired = result["paired"]
+    if args.json:
+        print(json.dumps({**result, "paired": paired.to_dict()}))
+        return 0
+    a, b = result["checkpoint"], result["against"]
+    print(f"A: {_name(args.checkpoint, a)}: accuracy {a['acc']:.2f}%")
+    print(f"B: {_name(args.against, b)}: accuracy {b['acc']:.2f}%")
+    print(f"{a['data']} test set, {paired.summary()}")
     return 0

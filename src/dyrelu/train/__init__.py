@@ -28,6 +28,7 @@ from dyrelu.train.distributed import DistContext
 from dyrelu.train.engine import FitResult, fit
 from dyrelu.train.evaluation import (
     build_model,
+    compare_checkpoints,
     evaluate,
     evaluate_checkpoint,
     model_from_checkpoint,
@@ -50,6 +51,7 @@ __all__ = [
     "WarmupCosine",
     "build_model",
     "capture_rng",
+    "compare_checkpoints",
     "create_optimizer",
     "evaluate",
     "evaluate_checkpoint",

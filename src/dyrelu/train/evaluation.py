@@ -19,6 +19,7 @@ from dyrelu.train.config import TrainConfig
 
 __all__ = [
     "build_model",
+    "compare_checkpoints",
     "evaluate",
     "evaluate_checkpoint",
     "model_from_checkpoint",
@@ -245,6 +246,41 @@ def upgrade_model(config: TrainConfig, image_shape: tuple[int, ...]) -> nn.Modul
     return source.train()
 
 
+def _checkpoint_on_test_set(
+    checkpoint: str | os.PathLike,
+    data: str | None,
+    data_dir: str | os.PathLike | None,
+    data_kwargs: dict[str, Any] | None,
+    fraction: float,
+    batch_size: int,
+    device: str | None,
+) -> tuple[nn.Module, dict[str, Any], BatchLoader, bool, str]:
+    """The network of ``checkpoint`` and a loader of its test set (the arguments of :func:`evaluate_checkpoint`)."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, state = model_from_checkpoint(checkpoint, device=device)
+    config = state["config"]
+    if data is None:
+        data = config["data"]
+        data_dir = data_dir if data_dir is not None else config["data_dir"]
+        data_kwargs = config["data_kwargs"] if data_kwargs is None else data_kwargs
+    test_set = create_dataset(data, data_dir, train=False, fraction=fraction, **(data_kwargs or {}))
+    norm = state.get("normalization")
+    if norm:
+        test_set = ImageDataset(test_set.images, test_set.labels, test_set.classes, norm["mean"], norm["std"], data)
+    expected = config["in_chans"]
+    if test_set.image_shape[0] != expected:
+        raise DataError(
+            f"the checkpoint's model takes {expected}-channel images, the data {data} has {test_set.image_shape[0]}"
+        )
+    if test_set.num_classes > config["num_classes"]:
+        raise DataError(f"the data {data} has {test_set.num_classes} classes, the model {config['num_classes']}")
+    channels_last = uses_conv2d(model)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model, state, BatchLoader(test_set, batch_size, train=False), channels_last, data
+
+
 def evaluate_checkpoint(
     checkpoint: str | os.PathLike,
     *,
@@ -271,28 +307,79 @@ def evaluate_checkpoint(
     Returns:
         ``{"loss", "acc", "count", "epoch", "model", "act", "data"}``.
     """
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, state = model_from_checkpoint(checkpoint, device=device)
+    model, state, loader, channels_last, data = _checkpoint_on_test_set(
+        checkpoint, data, data_dir, data_kwargs, fraction, batch_size, device
+    )
+    result = evaluate(model, loader, device=_device_of(model), amp=amp, channels_last=channels_last)
+    return {**result, **_identity(state, data)}
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _identity(state: dict[str, Any], data: str) -> dict[str, Any]:
     config = state["config"]
-    if data is None:
-        data = config["data"]
-        data_dir = data_dir if data_dir is not None else config["data_dir"]
-        data_kwargs = config["data_kwargs"] if data_kwargs is None else data_kwargs
-    test_set = create_dataset(data, data_dir, train=False, fraction=fraction, **(data_kwargs or {}))
-    norm = state.get("normalization")
-    if norm:
-        test_set = ImageDataset(test_set.images, test_set.labels, test_set.classes, norm["mean"], norm["std"], data)
-    expected = config["in_chans"]
-    if test_set.image_shape[0] != expected:
-        raise DataError(
-            f"the checkpoint's model takes {expected}-channel images, the data {data} has {test_set.image_shape[0]}"
+    return {"epoch": state["epoch"], "model": config["model"], "act": config["act"], "data": data}
+
+
+@torch.no_grad()
+def _correct(model: nn.Module, loader: BatchLoader, amp: str, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whether ``model`` classifies each image of ``loader`` right, and the labels, in the loader's order."""
+    device = _device_of(model)
+    model.eval()
+    correct, labels = [], []
+    for images, target in loader:
+        images = images.to(device)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with amp_autocast(device, amp):
+            logits = model(images)
+        correct.append((logits.argmax(1).cpu() == target).cpu())
+        labels.append(target.cpu())
+    return torch.cat(correct), torch.cat(labels)
+
+
+def compare_checkpoints(
+    checkpoint: str | os.PathLike,
+    against: str | os.PathLike,
+    *,
+    data: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    data_kwargs: dict[str, Any] | None = None,
+    fraction: float = 1.0,
+    batch_size: int = 256,
+    device: str | None = None,
+    amp: str = "none",
+) -> dict[str, Any]:
+    """Score two checkpoints on the same test images and test whether their difference is more than the test set's
+    luck (:func:`dyrelu.analysis.paired.paired_comparison`: McNemar's exact test).
+
+    The arguments are :func:`evaluate_checkpoint`'s; each network reads the images with its own normalization.
+
+    Returns:
+        ``{"checkpoint": {...}, "against": {...}, "paired": PairedComparison}``: each network's accuracy and
+        identity, and the paired comparison of ``checkpoint`` (A) with ``against`` (B).
+
+    Raises:
+        DataError: the two are evaluated on different images (another dataset, test set or fraction).
+    """
+    from dyrelu.analysis.paired import paired_comparison
+
+    results, correct, labels = {}, [], []
+    for key, path in (("checkpoint", checkpoint), ("against", against)):
+        model, state, loader, channels_last, name = _checkpoint_on_test_set(
+            path, data, data_dir, data_kwargs, fraction, batch_size, device
         )
-    if test_set.num_classes > config["num_classes"]:
-        raise DataError(f"the data {data} has {test_set.num_classes} classes, the model {config['num_classes']}")
-    channels_last = uses_conv2d(model)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    loader = BatchLoader(test_set, batch_size, train=False)
-    result = evaluate(model, loader, device=device, amp=amp, channels_last=channels_last)
-    return {**result, "epoch": state["epoch"], "model": config["model"], "act": config["act"], "data": data}
+        right, target = _correct(model, loader, amp, channels_last)
+        correct.append(right)
+        labels.append(target)
+        count = right.numel()
+        results[key] = {"acc": 100.0 * float(right.sum()) / max(count, 1), "count": count, **_identity(state, name)}
+    if not torch.equal(labels[0], labels[1]):
+        names = f"{results['checkpoint']['data']} and {results['against']['data']}"
+        raise DataError(
+            f"{checkpoint} and {against} are evaluated on different test images ({labels[0].numel()} and "
+            f"{labels[1].numel()}, {names}): expected the same set (pass --data to evaluate both on one dataset)"
+        )
+    return {**results, "paired": paired_comparison(correct[0], correct[1])}
