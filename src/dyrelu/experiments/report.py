@@ -511,8 +511,12 @@ def beyond_report(cluttered_rows: Sequence[dict[str, str]], upgrade_rows: Sequen
 
 
 def _mean_cell(rows: Sequence[dict[str, str]], column: str, digits: str = ".2f") -> str:
+    """The mean of ``column`` over ``rows``, with the smallest and largest value when they differ at ``digits``."""
     values = [float(r[column]) for r in rows if r.get(column, "") != ""]
-    return format(statistics.fmean(values), digits) if values else ""
+    if not values:
+        return ""
+    mean, low, high = (format(v, digits) for v in (statistics.fmean(values), min(values), max(values)))
+    return mean if low == high else f"{mean} ({low}–{high})"
 
 
 def _upgrade_start_table(rows: Sequence[dict[str, str]]) -> list[str]:
@@ -520,8 +524,8 @@ def _upgrade_start_table(rows: Sequence[dict[str, str]]) -> list[str]:
     conversion changed (nothing, when exact) and what the fine-tune changed."""
     lines = [
         f"{UPGRADE_CLAIM.name} before the first step of each fine-tune (the ReLU network as trained, each upgrade as "
-        "converted) and after it; means over the runs that recorded the start (runs trained before it was "
-        "measured have none):",
+        "converted) and after it; means over the runs that recorded the start, with the lowest and highest where they "
+        "differ (runs trained before it was measured have none):",
         "",
         "| start | runs | test acc. at start (%) | val. acc. at start (%) | slope range at start "
         "| test acc. after (%) |",
