@@ -236,3 +236,31 @@ def test_claim_tables_show_the_validation_accuracy_beside_the_test_accuracy_when
     mixed = converged_summary([*rows, _row("mobilenetv2_025", "relu", 2, 92.6)]).splitlines()
     relu = next(line for line in mixed if line.startswith("| mobilenetv2_025 | relu |"))
     assert "| 92.57 ± 0.06 |  | – |  |" in relu
+
+
+def test_a_complete_claim_notes_each_difference_on_the_validation_split_too():
+    from dyrelu.experiments.claims import claim_verdicts, select_claims
+    from dyrelu.experiments.stats import summarise
+
+    models = ("mobilenetv2_025", "mobilenetv2_035", "mobilenetv2_050")
+
+    def row(model, act, seed, test, val):
+        return {**_row(model, act, seed, test + 0.05 * seed), "val_acc": str(val + 0.05 * seed)}
+
+    rows = [row(m, "relu", s, 92.0, 93.0) for m in models for s in range(3)]
+    # DY-ReLU-B: +1 pp on the test set everywhere; on validation +1 pp, 0 and -1 pp
+    rows += [row(m, "dyrelu_b", s, 93.0, 94.0 - i) for i, m in enumerate(models) for s in range(3)]
+    (claim,) = select_claims(["C1-converged"])
+    verdict, notes = claim_verdicts([claim], summarise(rows))[claim.name]
+    assert verdict.startswith("partly: DY-ReLU-B beats ReLU everywhere")  # the verdict stays on the test set
+    validation = [n for n in notes if n.startswith("validation: ")]
+    assert validation == [
+        "validation: mobilenetv2_025 dyrelu_b − ReLU = +1.00 ± 0.07 pp (clearly higher; on the test set clearly "
+        "higher)",
+        "validation: mobilenetv2_035 dyrelu_b − ReLU = +0.00 ± 0.07 pp (within the spread; on the test set clearly "
+        "higher)",
+        "validation: mobilenetv2_050 dyrelu_b − ReLU = -1.00 ± 0.07 pp (clearly lower; on the test set clearly higher)",
+    ]
+    # rows without a validation split (the short grid) get no such note
+    plain = [{**r, "val_acc": ""} for r in rows]
+    assert not [n for n in claim_verdicts([claim], summarise(plain))[claim.name][1] if n.startswith("validation")]

@@ -137,7 +137,24 @@ def _judged_on_accuracy(rule: Rule, claim: Claim, stats: Stats) -> Verdict:
     missing = _incomplete(claim, stats)
     if missing is not None:
         return missing, []
-    return _dynamics_guard(claim, stats, *rule(claim, stats))
+    verdict, notes = _dynamics_guard(claim, stats, *rule(claim, stats))
+    return verdict, [*notes, *_validation_notes(claim, stats)]
+
+
+def _validation_notes(claim: Claim, stats: Stats) -> list[str]:
+    """Each configuration against ReLU on the validation split, where the rows have one: a second held-out set,
+    which a gain that is more than the test set's luck should show as well (the verdict stays on the test set)."""
+    notes = []
+    for config in claim.configs:
+        s, base = stat_of(stats, config), stat_of(stats, _baseline(config))
+        if config.act == "relu" or s is None or base is None or (diff := s.val_diff(base)) is None:
+            continue
+        test = describe_difference(*s.diff(base))
+        notes.append(
+            f"validation: {config.model} {config.display} − ReLU = {format_difference(*diff)} pp "
+            f"({describe_difference(*diff)}; on the test set {test})"
+        )
+    return notes
 
 
 def on_accuracy(rule: Rule) -> Rule:
@@ -320,6 +337,7 @@ def _u1_upgrade(claim: Claim, stats: Stats) -> Verdict:
             above.append(config.display)
         elif d < -spread:
             below.append(config.display)
+    notes += _validation_notes(claim, stats)
     if len(static) == len(claim.configs) - 1:
         return f"static: every upgrade kept its layers static ({'; '.join(static)})", notes
     also = f"; static, ReLU plus an unused hyper function: {'; '.join(static)}" if static else ""
