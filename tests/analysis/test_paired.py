@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from dyrelu.analysis.paired import PairedComparison, mcnemar_p, paired_comparison
+from dyrelu.analysis.paired import PairedComparison, mcnemar_p, pack_correct, paired_comparison, unpack_correct
 
 
 def _binomial_two_sided(k: int, n: int) -> float:
@@ -39,3 +39,26 @@ def test_paired_comparison_counts_the_images_each_network_alone_gets_right():
     assert paired_comparison(b, a).diff == -c.diff
     with pytest.raises(ValueError, match="got 6 and 5"):
         paired_comparison(a, b[:5])
+
+
+@pytest.mark.parametrize("count", [0, 1, 7, 8, 9, 10_000])
+def test_pack_correct_round_trips_and_is_one_bit_per_image(count):
+    correct = torch.rand(count, generator=torch.Generator().manual_seed(count)) < 0.9
+    text = pack_correct(correct)
+    nbytes = math.ceil(count / 8)
+    assert len(text) == 4 * math.ceil(nbytes / 3)  # base64 of one bit per image
+    assert torch.equal(unpack_correct(text, count), correct)
+
+
+def test_pack_correct_puts_the_first_image_in_the_lowest_bit():
+    assert pack_correct(torch.tensor([True] + [False] * 7 + [False, True])) == "AQI="  # bytes 0b1, 0b10
+    assert unpack_correct("AQI=", 10).tolist() == [True] + [False] * 8 + [True]
+
+
+def test_unpack_correct_refuses_text_that_does_not_fit():
+    with pytest.raises(ValueError, match="expected 2 bytes for 9 images, got 1"):
+        unpack_correct(pack_correct(torch.ones(8, dtype=torch.bool)), 9)
+    with pytest.raises(ValueError, match="past its 3 images"):
+        unpack_correct(pack_correct(torch.ones(8, dtype=torch.bool)), 3)
+    with pytest.raises(ValueError, match="base64"):
+        unpack_correct("not base64!", 8)

@@ -45,3 +45,14 @@ def test_compare_passes_device_and_precision_to_every_run(tmp_path, monkeypatch)
     assert main([*argv, "--results", str(out / "converged.csv"), "--runs-dir", str(out / "runs")]) == 0
     assert seen["device"] == "cuda" and seen["amp"] == "bf16" and seen["hyper_weight_decay"] is False
     assert seen["results"] == str(out / "converged.csv") and seen["runs_dir"] == str(out / "runs")
+
+
+def test_compare_backfill_correct_skips_runs_without_a_checkpoint(tmp_path, capsys):
+    results = tmp_path / "grid.csv"
+    append_row(results, {"run": "mobilenetv2_035-relu-seed0", "epochs": 4, "test_acc": "80.00"})
+    argv = ["compare", "--claims", "C1", "--results", str(results), "--runs-dir", str(tmp_path / "runs")]
+    assert main([*argv, "--backfill-correct"]) == 0
+    out = capsys.readouterr().out
+    assert f"mobilenetv2_035-relu-seed0: no checkpoint in {tmp_path / 'runs' / 'mobilenetv2_035-relu-seed0'}" in out
+    assert f"recorded 0 runs in {tmp_path / 'grid_correct.csv'}" in out
+    assert not (tmp_path / "grid_correct.csv").exists()

@@ -264,3 +264,36 @@ def test_a_complete_claim_notes_each_difference_on_the_validation_split_too():
     # rows without a validation split (the short grid) get no such note
     plain = [{**r, "val_acc": ""} for r in rows]
     assert not [n for n in claim_verdicts([claim], summarise(plain))[claim.name][1] if n.startswith("validation")]
+
+
+def test_claims_note_the_paired_test_of_each_seed_from_the_correctness_file(tmp_path):
+    import torch
+
+    from dyrelu.analysis.paired import mcnemar_p, pack_correct
+    from dyrelu.experiments.correct import correct_path, read_correct, record_correct
+
+    rows = [_row("mobilenetv2_035", act, 1, acc) for act, acc in (("relu", 60.0), ("dyrelu_b", 70.0))]
+    rows.append({**_row("mobilenetv2_035", "relu", 2, 50.0, device="cuda"), "amp": "bf16"})
+    results = tmp_path / "converged.csv"
+    for row in rows:
+        append_row(results, row)
+    relu = torch.tensor([True] * 6 + [False] * 4)
+    dyb = torch.tensor([True] * 7 + [False] * 3)  # one image more, none fewer
+    for run, correct in ((rows[0]["run"], relu), (rows[1]["run"], dyb), (rows[2]["run"], dyb)):
+        record_correct(correct_path(results), run, {"images": 10, "labels": "L", "correct": pack_correct(correct)})
+    text = converged_report(rows, [], correct=read_correct(correct_path(results)))
+    note = (
+        "- paired on the same test images (McNemar's exact test, per seed): mobilenetv2_035 dyrelu_b − ReLU: "
+        f"seed 1 +10.00 pp (1 vs 0 images right in one only, p = {mcnemar_p(1, 0):.2g})"
+    )
+    cpu, cuda = text.split("## Verdicts at the converged budget (cuda, bf16)")
+    assert cpu.count(note) == 3 and cpu.count(note.replace("dyrelu_b −", "dyrelu_b K=2 −")) == 1  # C1, C2, C4; C3
+    assert "paired on the same test images" not in cuda  # the cuda run is not paired with the cpu ones
+    assert "(3 of 3 runs:" in cpu and "--backfill-correct" in cpu
+    assert "paired on the same" not in converged_report(rows, [])  # without the file: no notes, nothing invented
+    assert "(0 of 3 runs:" in converged_report(rows, [])
+
+    argv = ["report", "--results", str(results), "--converged-results", str(results), "--out", str(tmp_path / "R.md")]
+    argv += ["--plateau-results", str(tmp_path / "none.csv"), "--recipe-results", str(tmp_path / "none.csv")]
+    argv += ["--keypoint-results", str(tmp_path / "none.csv"), "--estimate", str(tmp_path / "none.csv")]
+    assert main(argv) == 0 and note in (tmp_path / "R.md").read_text()

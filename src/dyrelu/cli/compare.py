@@ -55,6 +55,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--dry-run", action="store_true", help="list the runs still to do and exit")
     parser.add_argument(
+        "--backfill-correct",
+        action="store_true",
+        help="do not train: record which test images each finished run gets right (beside the results CSV: "
+        "results/X.csv has results/X_correct.csv) from its checkpoint in --runs-dir, for the runs that lack it, "
+        "and exit",
+    )
+    parser.add_argument(
         "--estimate",
         metavar="CSV",
         default=None,
@@ -104,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.estimate:
         return _estimate(args, claims, budget)
+    if args.backfill_correct:
+        return _backfill(args)
     from dyrelu.cli._common import RESUME_GRID, write_error_message
     from dyrelu.files import WriteError
 
@@ -122,6 +131,19 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as err:
         raise CLIError(str(err).splitlines()[0]) from err
     print(f"results in {args.results}; write the report with: dyrelu report --results {args.results}", file=sys.stderr)
+    return 0
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    """``--backfill-correct``: the per-image test correctness of finished runs, from their checkpoints."""
+    from dyrelu.experiments.correct import backfill_correct, correct_path
+    from dyrelu.files import WriteError
+
+    try:
+        count = backfill_correct(args.results, args.runs_dir, device=args.device, log=lambda s: print(s, flush=True))
+    except (WriteError, ValueError, OSError) as err:
+        raise CLIError(str(err).splitlines()[0]) from err
+    print(f"recorded {count} run{'' if count == 1 else 's'} in {correct_path(args.results)}")
     return 0
 
 

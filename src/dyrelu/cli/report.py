@@ -77,11 +77,19 @@ def run(args: argparse.Namespace) -> int:
     converged, plateau = read_results(args.converged_results), read_results(args.plateau_results)
     preface = ""
     if converged or plateau:
+        from dyrelu.experiments.correct import correct_path, read_correct
         from dyrelu.experiments.report import beyond_report, converged_report
 
         try:
-            preface = converged_report(converged, plateau, read_results(args.estimate))
-            preface += "\n" + beyond_report(read_results(args.cluttered_results), read_results(args.upgrade_results))
+            correct = read_correct(correct_path(args.converged_results))
+            preface = converged_report(converged, plateau, read_results(args.estimate), correct=correct)
+            beyond = {
+                **read_correct(correct_path(args.cluttered_results)),
+                **read_correct(correct_path(args.upgrade_results)),
+            }
+            preface += "\n" + beyond_report(
+                read_results(args.cluttered_results), read_results(args.upgrade_results), correct=beyond
+            )
         except (KeyError, ValueError) as err:
             raise CLIError(
                 f"{args.converged_results}, {args.plateau_results}, {args.cluttered_results} or {args.upgrade_results} "

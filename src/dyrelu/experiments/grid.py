@@ -57,6 +57,10 @@ __all__ = [
     "write_estimate",
 ]
 
+#: The key of a finished run's per-image test correctness in the row a worker returns (written to the correctness
+#: file beside the results CSV, :mod:`dyrelu.experiments.correct`, not to the CSV).
+CORRECT_KEY = "correct_cells"
+
 #: Columns of the results CSV, in order.
 COLUMNS = (
     "experiment",
@@ -500,7 +504,8 @@ def _train_one(spec: RunSpec, claims: list[str], budget: Budget, runs_dir: str, 
     """Train one run (resuming its checkpoint if any) and return its results row. Runs in a worker."""
     import torch
 
-    from dyrelu.train import CHECKPOINT_NAME, TrainConfig, fit, load_checkpoint
+    from dyrelu.experiments.correct import correct_cells
+    from dyrelu.train import CHECKPOINT_NAME, TrainConfig, correct_on_test_set, fit, load_checkpoint
 
     config = spec.config
     out = Path(runs_dir) / spec.run_id
@@ -510,10 +515,11 @@ def _train_one(spec: RunSpec, claims: list[str], budget: Budget, runs_dir: str, 
     train_config = TrainConfig(**settings)
     result = fit(train_config, out, resume=True)
     last = result.metrics[-1]
+    device = next(result.model.parameters()).device
+    correct = correct_on_test_set(out, fraction=train_config.eval_fraction, device=str(device), amp=train_config.amp)
     resolved = result.config
     side = load_checkpoint(out)["input_shape"][-1] if resolved.small_input else 224
     image = (1, resolved.in_chans, side, side)
-    device = next(result.model.parameters()).device.type
     return {
         "experiment": " ".join(claims),
         "run": spec.run_id,
@@ -535,10 +541,11 @@ def _train_one(spec: RunSpec, claims: list[str], budget: Budget, runs_dir: str, 
         **start_cells(result.start),
         **run_costs(result, image),
         "threads": threads,
-        "device": device,
+        "device": device.type,
         "amp": train_config.amp,
         "torch": torch.__version__.split("+")[0],
         "commit": git_commit(),
+        CORRECT_KEY: correct_cells(correct),
     }
 
 
@@ -612,6 +619,11 @@ def run_grid(
     threads = threads_per_run(jobs)
 
     def record(row: dict[str, Any]) -> str:
+        from dyrelu.experiments.correct import correct_path, record_correct
+
+        cells = row.pop(CORRECT_KEY, None)
+        if cells is not None:  # first: a row in the results means its run is done
+            record_correct(correct_path(results), row["run"], cells)
         append_row(results, row)
         return f"test acc {row['test_acc']}%"
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from dyrelu.analysis.summary import STATIC_THRESHOLD
 from dyrelu.experiments.claims import (
@@ -30,6 +30,7 @@ from dyrelu.experiments.claims import (
     plateau_choice,
     schedule_means,
 )
+from dyrelu.experiments.correct import RunCorrect, paired_notes
 from dyrelu.experiments.grid import CONVERGED_BUDGET, UPGRADE_BUDGET, Budget, Config, plan_runs
 from dyrelu.experiments.keypoints import (
     ACT_NAMES,
@@ -381,7 +382,9 @@ def _mean_val(rows: Sequence[dict[str, str]], epochs: int) -> float:
     return statistics.fmean(float(r["val_acc"]) for r in rows if int(r["epochs"]) == epochs)
 
 
-def _converged_budget_lines(rows: Sequence[dict[str, str]], estimate: Sequence[dict[str, str]], todo: int) -> list[str]:
+def _converged_budget_lines(
+    rows: Sequence[dict[str, str]], estimate: Sequence[dict[str, str]], todo: int, paired: int
+) -> list[str]:
     measured = sum(float(r["train_seconds"]) for r in rows) / 3600
     lines = [
         f"Produced by `{CONVERGED_COMMAND}` (rows in `results/converged.csv`; the same command continues an "
@@ -407,6 +410,11 @@ def _converged_budget_lines(rows: Sequence[dict[str, str]], estimate: Sequence[d
         f"- on a CUDA machine: `{GPU_COMMAND}` (channels-last, bf16 autocast; the rows record the device and "
         "precision and are judged apart below; `timeout` ends it within 10 minutes, stopping the runs in flight, "
         "and the same command continues them from their last epoch)",
+        f"- per-image results: `results/converged_correct.csv` records which test images each run got right ({paired} "
+        f"of {len(rows)} runs: the grid records it as each run finishes, and `{CONVERGED_COMMAND} --backfill-correct` "
+        "adds a finished run from its checkpoint); under each claim, a DY-ReLU run is tested against the ReLU run of "
+        "the same seed on the same images with McNemar's exact test (the spread over seeds measures training "
+        "randomness on one test set; the paired test, whether a difference is more than that test set's luck)",
     ]
     if estimate:
         planned = sum(float(r["process_hours"]) for r in estimate)
@@ -431,12 +439,15 @@ def converged_report(
     plateau_rows: Sequence[dict[str, str]],
     estimate: Sequence[dict[str, str]] = (),
     claims: Sequence[Claim] = CONVERGED_CLAIMS,
+    correct: Mapping[str, RunCorrect] | None = None,
 ) -> str:
     """The converged section of REPRODUCTION.md: the plateau study, the cost, the verdicts per device.
 
     The converged budget trains on the full training set (minus the validation split) for as many epochs as the
     plateau study (claim P1) shows the ReLU baseline needs. Its rows (``results/converged.csv``) are judged by the
     claims' rules per device and precision: rows trained on a GPU (or in bf16) are kept apart from the CPU rows.
+    ``correct``: the runs' per-image test correctness (:func:`~dyrelu.experiments.correct.read_correct`), for the
+    paired test of each DY-ReLU run against ReLU of the same seed under each claim.
     """
     budget = claims[0].budget or CONVERGED_BUDGET
     done = {r["run"] for r in rows}
@@ -449,7 +460,7 @@ def converged_report(
         "the recipe of R1, so that the DY-ReLU layers develop dynamics and the claims are tested where the paper",
         "makes them.",
         "",
-        *_converged_budget_lines(rows, estimate, todo),
+        *_converged_budget_lines(rows, estimate, todo, sum(r["run"] in (correct or {}) for r in rows)),
         "",
         *_plateau_lines(plateau_rows, budget, rows),
     ]
@@ -459,8 +470,11 @@ def converged_report(
         stats = summarise(device_rows) if device_rows else {}
         verdicts = claim_verdicts(claims, stats)
         lines += [f"## Verdicts at the converged budget ({device})", "", *verdict_table(claims, verdicts), ""]
+        device_correct = {run: c for run, c in (correct or {}).items() if run in {r["run"] for r in device_rows}}
         for claim in claims:
-            lines += claim_section(claim, stats, *verdicts[claim.name], heading="###")
+            verdict, notes = verdicts[claim.name]
+            notes = [*notes, *paired_notes(claim, device_correct)]
+            lines += claim_section(claim, stats, verdict, notes, heading="###")
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -468,9 +482,14 @@ def _claim_command(claim: Claim) -> str:
     return f"dyrelu compare --claims {claim.name} --jobs 2 --runs-dir runs/converged"
 
 
-def beyond_report(cluttered_rows: Sequence[dict[str, str]], upgrade_rows: Sequence[dict[str, str]]) -> str:
+def beyond_report(
+    cluttered_rows: Sequence[dict[str, str]],
+    upgrade_rows: Sequence[dict[str, str]],
+    correct: Mapping[str, RunCorrect] | None = None,
+) -> str:
     """The section after the converged verdicts: C1 on the cluttered canvases (C1-cluttered) and the upgrade of a
-    trained network (U1), each with its own budget and results file, judged like the converged claims."""
+    trained network (U1), each with its own budget and results file, judged like the converged claims.
+    ``correct``: both grids' per-image test correctness, as for :func:`converged_report`."""
     parts = ((CLUTTERED_CLAIM, cluttered_rows), (UPGRADE_CLAIM, upgrade_rows))
     verdicts, stats = {}, {}
     for claim, rows in parts:
@@ -505,7 +524,9 @@ def beyond_report(cluttered_rows: Sequence[dict[str, str]], upgrade_rows: Sequen
         "",
     ]
     for claim, _ in parts:
-        lines += claim_section(claim, stats[claim.name], *verdicts[claim.name], heading="###")
+        verdict, notes = verdicts[claim.name]
+        notes = [*notes, *paired_notes(claim, correct or {})]
+        lines += claim_section(claim, stats[claim.name], verdict, notes, heading="###")
     lines += _upgrade_start_table(upgrade_rows)
     return "\n".join(lines).rstrip("\n") + "\n"
 

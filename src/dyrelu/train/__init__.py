@@ -23,12 +23,12 @@ from dyrelu.train.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from dyrelu.train.comparison import compare_checkpoints, correct_on_test_set
 from dyrelu.train.config import MODEL_FIELDS, TrainConfig
 from dyrelu.train.distributed import DistContext
 from dyrelu.train.engine import FitResult, fit
 from dyrelu.train.evaluation import (
     build_model,
-    compare_checkpoints,
     evaluate,
     evaluate_checkpoint,
     model_from_checkpoint,
@@ -52,6 +52,7 @@ __all__ = [
     "build_model",
     "capture_rng",
     "compare_checkpoints",
+    "correct_on_test_set",
     "create_optimizer",
     "evaluate",
     "evaluate_checkpoint",

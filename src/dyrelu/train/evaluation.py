@@ -19,7 +19,6 @@ from dyrelu.train.config import TrainConfig
 
 __all__ = [
     "build_model",
-    "compare_checkpoints",
     "evaluate",
     "evaluate_checkpoint",
     "model_from_checkpoint",
@@ -246,7 +245,7 @@ def upgrade_model(config: TrainConfig, image_shape: tuple[int, ...]) -> nn.Modul
     return source.train()
 
 
-def _checkpoint_on_test_set(
+def checkpoint_on_test_set(
     checkpoint: str | os.PathLike,
     data: str | None,
     data_dir: str | os.PathLike | None,
@@ -307,79 +306,17 @@ def evaluate_checkpoint(
     Returns:
         ``{"loss", "acc", "count", "epoch", "model", "act", "data"}``.
     """
-    model, state, loader, channels_last, data = _checkpoint_on_test_set(
+    model, state, loader, channels_last, data = checkpoint_on_test_set(
         checkpoint, data, data_dir, data_kwargs, fraction, batch_size, device
     )
-    result = evaluate(model, loader, device=_device_of(model), amp=amp, channels_last=channels_last)
-    return {**result, **_identity(state, data)}
+    result = evaluate(model, loader, device=device_of(model), amp=amp, channels_last=channels_last)
+    return {**result, **identity(state, data)}
 
 
-def _device_of(model: nn.Module) -> torch.device:
+def device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _identity(state: dict[str, Any], data: str) -> dict[str, Any]:
+def identity(state: dict[str, Any], data: str) -> dict[str, Any]:
     config = state["config"]
     return {"epoch": state["epoch"], "model": config["model"], "act": config["act"], "data": data}
-
-
-@torch.no_grad()
-def _correct(model: nn.Module, loader: BatchLoader, amp: str, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Whether ``model`` classifies each image of ``loader`` right, and the labels, in the loader's order."""
-    device = _device_of(model)
-    model.eval()
-    correct, labels = [], []
-    for images, target in loader:
-        images = images.to(device)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with amp_autocast(device, amp):
-            logits = model(images)
-        correct.append((logits.argmax(1).cpu() == target).cpu())
-        labels.append(target.cpu())
-    return torch.cat(correct), torch.cat(labels)
-
-
-def compare_checkpoints(
-    checkpoint: str | os.PathLike,
-    against: str | os.PathLike,
-    *,
-    data: str | None = None,
-    data_dir: str | os.PathLike | None = None,
-    data_kwargs: dict[str, Any] | None = None,
-    fraction: float = 1.0,
-    batch_size: int = 256,
-    device: str | None = None,
-    amp: str = "none",
-) -> dict[str, Any]:
-    """Score two checkpoints on the same test images and test whether their difference is more than the test set's
-    luck (:func:`dyrelu.analysis.paired.paired_comparison`: McNemar's exact test).
-
-    The arguments are :func:`evaluate_checkpoint`'s; each network reads the images with its own normalization.
-
-    Returns:
-        ``{"checkpoint": {...}, "against": {...}, "paired": PairedComparison}``: each network's accuracy and
-        identity, and the paired comparison of ``checkpoint`` (A) with ``against`` (B).
-
-    Raises:
-        DataError: the two are evaluated on different images (another dataset, test set or fraction).
-    """
-    from dyrelu.analysis.paired import paired_comparison
-
-    results, correct, labels = {}, [], []
-    for key, path in (("checkpoint", checkpoint), ("against", against)):
-        model, state, loader, channels_last, name = _checkpoint_on_test_set(
-            path, data, data_dir, data_kwargs, fraction, batch_size, device
-        )
-        right, target = _correct(model, loader, amp, channels_last)
-        correct.append(right)
-        labels.append(target)
-        count = right.numel()
-        results[key] = {"acc": 100.0 * float(right.sum()) / max(count, 1), "count": count, **_identity(state, name)}
-    if not torch.equal(labels[0], labels[1]):
-        names = f"{results['checkpoint']['data']} and {results['against']['data']}"
-        raise DataError(
-            f"{checkpoint} and {against} are evaluated on different test images ({labels[0].numel()} and "
-            f"{labels[1].numel()}, {names}): expected the same set (pass --data to evaluate both on one dataset)"
-        )
-    return {**results, "paired": paired_comparison(correct[0], correct[1])}
