@@ -7,7 +7,13 @@ import json
 from dyrelu.cli import main
 from dyrelu.experiments import CONVERGED_BUDGET, CONVERGED_CLAIMS, append_row
 from dyrelu.experiments.claims import plateau_choice
-from dyrelu.experiments.report import CONVERGED_COMMAND, converged_report, make_report, readme_summary
+from dyrelu.experiments.report import (
+    CONVERGED_COMMAND,
+    converged_report,
+    converged_summary,
+    make_report,
+    readme_summary,
+)
 
 
 def _plateau(epochs, val, test=90.0):
@@ -291,6 +297,8 @@ def test_claims_note_the_paired_test_of_each_seed_from_the_correctness_file(tmp_
     assert "paired on the same test images" not in cuda  # the cuda run is not paired with the cpu ones
     assert "(3 of 3 runs:" in cpu and "--backfill-correct" in cpu
     assert "paired on the same" not in converged_report(rows, [])  # without the file: no notes, nothing invented
+    summary = converged_summary(rows, correct=read_correct(correct_path(results)))  # what the demo prints
+    assert summary.count(note) == 1 and "paired on the same" not in converged_summary(rows)
     assert "(0 of 3 runs:" in converged_report(rows, [])
 
     argv = ["report", "--results", str(results), "--converged-results", str(results), "--out", str(tmp_path / "R.md")]

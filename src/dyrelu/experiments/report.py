@@ -175,6 +175,14 @@ def claim_section(claim: Claim, stats: Stats, verdict: str, notes: Sequence[str]
     return [*lines, ""]
 
 
+def _paired_section(
+    claim: Claim, stats: Stats, verdict: tuple[str, list[str]], correct: Mapping[str, RunCorrect], heading: str
+) -> list[str]:
+    """:func:`claim_section` with the paired test of each DY-ReLU run against ReLU of its seed among the notes."""
+    text, notes = verdict
+    return claim_section(claim, stats, text, [*notes, *paired_notes(claim, correct)], heading=heading)
+
+
 def make_report(
     rows: Sequence[dict[str, str]],
     claims: Sequence[Claim] = DEFAULT_CLAIMS,
@@ -472,9 +480,7 @@ def converged_report(
         lines += [f"## Verdicts at the converged budget ({device})", "", *verdict_table(claims, verdicts), ""]
         device_correct = {run: c for run, c in (correct or {}).items() if run in {r["run"] for r in device_rows}}
         for claim in claims:
-            verdict, notes = verdicts[claim.name]
-            notes = [*notes, *paired_notes(claim, device_correct)]
-            lines += claim_section(claim, stats, verdict, notes, heading="###")
+            lines += _paired_section(claim, stats, verdicts[claim.name], device_correct, "###")
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -524,9 +530,7 @@ def beyond_report(
         "",
     ]
     for claim, _ in parts:
-        verdict, notes = verdicts[claim.name]
-        notes = [*notes, *paired_notes(claim, correct or {})]
-        lines += claim_section(claim, stats[claim.name], verdict, notes, heading="###")
+        lines += _paired_section(claim, stats[claim.name], verdicts[claim.name], correct or {}, "###")
     lines += _upgrade_start_table(upgrade_rows)
     return "\n".join(lines).rstrip("\n") + "\n"
 
@@ -574,10 +578,14 @@ def first_device_stats(rows: Sequence[dict[str, str]]) -> tuple[str, list[dict[s
     return device, device_rows, (summarise(device_rows) if device_rows else {})
 
 
-def converged_summary(rows: Sequence[dict[str, str]], claims: Sequence[Claim] = CONVERGED_CLAIMS) -> str:
+def converged_summary(
+    rows: Sequence[dict[str, str]],
+    claims: Sequence[Claim] = CONVERGED_CLAIMS,
+    correct: Mapping[str, RunCorrect] | None = None,
+) -> str:
     """What the converged grid has measured so far, for a terminal: each claim's verdict, and the table of every
     claim with rows of its own, a configuration no earlier claim's table shows (one device:
-    :func:`first_device_stats`).
+    :func:`first_device_stats`), with the paired tests that ``correct`` allows (as in :func:`converged_report`).
 
     Example:
         >>> print(converged_summary([]).splitlines()[2])
@@ -588,10 +596,11 @@ def converged_summary(rows: Sequence[dict[str, str]], claims: Sequence[Claim] = 
     runs = {r["run"] for r in device_rows}
     lines = [f"{len(runs)} run{'' if len(runs) == 1 else 's'} on {device}", "", *verdict_table(claims, verdicts), ""]
     shown: set[Config] = set()
+    device_correct = {run: c for run, c in (correct or {}).items() if run in runs}
     for claim in claims:
         measured = {config for config in claim.configs if stat_of(stats, config) is not None}
         if measured - shown:
-            lines += claim_section(claim, stats, *verdicts[claim.name], heading="##")
+            lines += _paired_section(claim, stats, verdicts[claim.name], device_correct, "##")
             shown |= measured
     return "\n".join(lines).rstrip("\n") + "\n"
 

@@ -150,6 +150,7 @@ def _converged(path: Path) -> dict[str, Any]:
     """Print what the committed converged grid measured (part 1); its verdicts for results.json."""
     from dyrelu.experiments import CONVERGED_CLAIMS, read_results
     from dyrelu.experiments.claims import claim_verdicts
+    from dyrelu.experiments.correct import correct_path, read_correct
     from dyrelu.experiments.report import converged_summary, first_device_stats, plateau_summary
 
     print(f"== 1. The converged results: {live.relative(path)}, committed with the repository (not re-run here)\n")
@@ -165,7 +166,8 @@ def _converged(path: Path) -> dict[str, Any]:
     note = plateau_summary(read_results(plateau)) if plateau.is_file() else ""
     if note:
         print(f"{note}\n")
-    print(converged_summary(rows, CONVERGED_CLAIMS), flush=True)
+    correct = read_correct(correct_path(path))  # which test images each run got right: the paired tests
+    print(converged_summary(rows, CONVERGED_CLAIMS, correct=correct), flush=True)
     verdicts = claim_verdicts(CONVERGED_CLAIMS, first_device_stats(rows)[2])
     return {"source": str(path), "runs": len(rows), "verdicts": {name: v[0] for name, v in verdicts.items()}}
 
