@@ -369,7 +369,7 @@ def _longer_schedule_lines(
     if spread:
         lines += [
             "",
-            f"One seed per schedule: for scale, the test accuracy of one configuration of C1-converged varies by "
+            f"One seed per schedule: for scale, the test accuracy of one configuration of the converged grid varies by "
             f"{spread} pp (sample standard deviation over its seeds).",
         ]
     return [*lines, ""]
