@@ -73,6 +73,10 @@ def test_report_verdicts_follow_the_spread(tmp_path):
     fails = make_report(write_rows(tmp_path / "b.csv", c2_rows(a=89.0, b=89.5, c=91.0)), select_claims(["C2"]))
     assert "holds |" not in fails.split("## C2")[0]
     assert "B − A = +0.50 ± 0.14 pp (clearly higher)" in fails
+    assert "| partly: only A below B (C above B, A below ReLU, B below ReLU) |" in fails
+    # the verdict names what failed: here A and B tie above ReLU and C falls below both
+    seen = make_report(write_rows(tmp_path / "e.csv", c2_rows(93.37, 93.31, 92.81, relu=92.98)), select_claims(["C2"]))
+    assert "| does not hold at our scale: A ≈ B, C below B, C below ReLU |" in seen
     missing = make_report(write_rows(tmp_path / "c.csv", c2_rows(91, 92, 92)), select_claims(["C1", "C2"]))
     assert (
         "| C1 | DY-ReLU-B beats ReLU, and the gain is larger for smaller networks. | no verdict yet: 2 of 8" in missing

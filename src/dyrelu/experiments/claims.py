@@ -229,11 +229,27 @@ def _c2_variants(claim: Claim, stats: Stats) -> Verdict:
     parts = [ba[0] > ba[1], abs(bc[0]) <= bc[1], all(d > sp for d, sp in above.values())]
     if all(parts):
         return "holds", notes
+    seen = _c2_seen(ba, bc, above, parts)
     if any(parts):
         names = ["A below B", "B ≈ C", "all above ReLU"]
         held = [n for n, ok in zip(names, parts, strict=True) if ok]
-        return f"partly: only {', '.join(held)}", notes
-    return "does not hold at our scale", notes
+        return f"partly: only {', '.join(held)} ({seen})", notes
+    return f"does not hold at our scale: {seen}", notes
+
+
+def _c2_seen(
+    ba: tuple[float, float], bc: tuple[float, float], above: dict[str, tuple[float, float]], parts: Sequence[bool]
+) -> str:
+    """What C2's rows show where a part of the claim fails: for example ``A ≈ B, C below B, C below ReLU``."""
+    seen = []
+    if not parts[0]:  # A is not below B
+        seen.append("A ≈ B" if abs(ba[0]) <= ba[1] else "A above B")
+    if not parts[1]:  # B and C differ beyond the spread
+        seen.append("C below B" if bc[0] > 0 else "C above B")
+    for act, (d, spread) in above.items():
+        if d <= spread:  # not above ReLU
+            seen.append(f"{act[-1].upper()} {'≈' if d >= -spread else 'below'} ReLU")
+    return ", ".join(seen)
 
 
 def _c3_pieces(claim: Claim, stats: Stats) -> Verdict:
