@@ -229,7 +229,7 @@ def _c2_variants(claim: Claim, stats: Stats) -> Verdict:
     parts = [ba[0] > ba[1], abs(bc[0]) <= bc[1], all(d > sp for d, sp in above.values())]
     if all(parts):
         return "holds", notes
-    seen = _c2_seen(ba, bc, above, parts)
+    seen = _c2_seen(ba, bc, above)
     if any(parts):
         names = ["A below B", "B ≈ C", "all above ReLU"]
         held = [n for n, ok in zip(names, parts, strict=True) if ok]
@@ -237,19 +237,16 @@ def _c2_variants(claim: Claim, stats: Stats) -> Verdict:
     return f"does not hold at our scale: {seen}", notes
 
 
-def _c2_seen(
-    ba: tuple[float, float], bc: tuple[float, float], above: dict[str, tuple[float, float]], parts: Sequence[bool]
-) -> str:
-    """What C2's rows show where a part of the claim fails: for example ``A ≈ B, C below B, C below ReLU``."""
-    seen = []
-    if not parts[0]:  # A is not below B
-        seen.append("A ≈ B" if abs(ba[0]) <= ba[1] else "A above B")
-    if not parts[1]:  # B and C differ beyond the spread
-        seen.append("C below B" if bc[0] > 0 else "C above B")
-    for act, (d, spread) in above.items():
-        if d <= spread:  # not above ReLU
-            seen.append(f"{act[-1].upper()} {'≈' if d >= -spread else 'below'} ReLU")
-    return ", ".join(seen)
+#: How one variant stands against another, in the words of :func:`describe_difference`'s three answers.
+_RELATION = {"clearly higher": "above", "clearly lower": "below", "within the spread": "≈"}
+
+
+def _c2_seen(ba: tuple[float, float], bc: tuple[float, float], above: dict[str, tuple[float, float]]) -> str:
+    """The comparisons of C2 that differ from the claim, for example ``A ≈ B, C below B, C below ReLU``."""
+    compared = [("A", "B", (-ba[0], ba[1]), "below"), ("C", "B", (-bc[0], bc[1]), "≈")]
+    compared += [(act[-1].upper(), "ReLU", d, "above") for act, d in above.items()]
+    seen = [(name, _RELATION[describe_difference(*d)], other, want) for name, other, d, want in compared]
+    return ", ".join(f"{name} {relation} {other}" for name, relation, other, want in seen if relation != want)
 
 
 def _c3_pieces(claim: Claim, stats: Stats) -> Verdict:
