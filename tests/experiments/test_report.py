@@ -34,7 +34,8 @@ def test_report_tables_and_costs(tmp_path):
     assert "## C6: cost" in text and "| 1.00× |" in text
 
 
-def test_report_cli_regenerates_byte_identically(tmp_path, capsys):
+def test_report_cli_regenerates_byte_identically(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default paths of the other results files (results/...) exist in the repository
     results = tmp_path / "grid.csv"
     write_rows(results, c2_rows(a=91.0, b=92.0, c=92.0))
     out = tmp_path / "REPRODUCTION.md"
@@ -51,7 +52,8 @@ def test_report_cli_regenerates_byte_identically(tmp_path, capsys):
     assert "no results in" in capsys.readouterr().err
 
 
-def test_report_cli_appends_the_keypoint_section(tmp_path):
+def test_report_cli_appends_the_keypoint_section(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the defaults of the files not named here must not be the repository's results
     results, keypoints = tmp_path / "grid.csv", tmp_path / "keypoints.csv"
     write_rows(results, c2_rows(a=91.0, b=92.0, c=92.0))
     append_keypoint_row(

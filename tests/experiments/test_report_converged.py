@@ -105,7 +105,7 @@ def test_converged_report_judges_each_device_apart_and_comes_first_in_the_readme
     assert names[: len(CONVERGED_CLAIMS)] == [c.name for c in CONVERGED_CLAIMS] and "C1" in names
 
 
-def test_report_cli_puts_the_converged_section_first(tmp_path):
+def test_report_cli_puts_the_converged_section_first(tmp_path, capsys):
     results = tmp_path / "grid.csv"
     for seed in range(3):
         append_row(results, {**_row("mobilenetv2_035", "relu", seed, 90.0), "epochs": "4", "data_fraction": "0.1"})
@@ -116,9 +116,12 @@ def test_report_cli_puts_the_converged_section_first(tmp_path):
     argv = ["report", "--results", str(results), "--plateau-results", str(plateau), "--out", str(out)]
     argv += ["--converged-results", str(tmp_path / "none.csv"), "--recipe-results", str(tmp_path / "none.csv")]
     argv += ["--keypoint-results", str(tmp_path / "none.csv"), "--estimate", str(tmp_path / "none.csv")]
+    argv += ["--cluttered-results", str(tmp_path / "none.csv"), "--upgrade-results", str(tmp_path / "none.csv")]
     assert main(argv) == 0
     text = out.read_text()
     assert text.index("### P1:") < text.index("## The short budget") and "| 12 | 1 | 92.20 |" in text
+    # the count names every results file the report read, not only the short grid's
+    assert f"wrote {out} from 5 runs (3 in {results}, 2 in {plateau})" in capsys.readouterr().out
 
 
 def test_converged_summary_gives_the_verdicts_and_the_tables_of_claims_with_rows():
@@ -304,4 +307,5 @@ def test_claims_note_the_paired_test_of_each_seed_from_the_correctness_file(tmp_
     argv = ["report", "--results", str(results), "--converged-results", str(results), "--out", str(tmp_path / "R.md")]
     argv += ["--plateau-results", str(tmp_path / "none.csv"), "--recipe-results", str(tmp_path / "none.csv")]
     argv += ["--keypoint-results", str(tmp_path / "none.csv"), "--estimate", str(tmp_path / "none.csv")]
+    argv += ["--cluttered-results", str(tmp_path / "none.csv"), "--upgrade-results", str(tmp_path / "none.csv")]
     assert main(argv) == 0 and note in (tmp_path / "R.md").read_text()

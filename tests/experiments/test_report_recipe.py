@@ -90,7 +90,8 @@ def test_no_dynamic_recipe_and_incomplete_study(tmp_path):
     assert "no verdict yet: 5 of 6 recipes have 3 seeds (17 runs so far)" in text
 
 
-def test_report_cli_appends_r1_and_readme_row(tmp_path):
+def test_report_cli_appends_r1_and_readme_row(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the defaults of the files not named here must not be the repository's results
     results, recipes, readme = tmp_path / "grid.csv", tmp_path / "recipe.csv", tmp_path / "README.md"
     write_rows(results, c2_rows(a=91.0, b=92.0, c=92.0))
     write_rows(recipes, _recipe_rows(_values({3: (91.0, 89.0, 0.05)})))

@@ -75,11 +75,13 @@ def run(args: argparse.Namespace) -> int:
     if not rows:
         raise CLIError(f"no results in {args.results}; run `dyrelu compare` first")
     converged, plateau = read_results(args.converged_results), read_results(args.plateau_results)
+    cluttered, upgrade = [], []
     preface = ""
     if converged or plateau:
         from dyrelu.experiments.correct import correct_path, read_correct
         from dyrelu.experiments.report import beyond_report, converged_report
 
+        cluttered, upgrade = read_results(args.cluttered_results), read_results(args.upgrade_results)
         try:
             correct = read_correct(correct_path(args.converged_results))
             preface = converged_report(converged, plateau, read_results(args.estimate), correct=correct)
@@ -87,9 +89,7 @@ def run(args: argparse.Namespace) -> int:
                 **read_correct(correct_path(args.cluttered_results)),
                 **read_correct(correct_path(args.upgrade_results)),
             }
-            preface += "\n" + beyond_report(
-                read_results(args.cluttered_results), read_results(args.upgrade_results), correct=beyond
-            )
+            preface += "\n" + beyond_report(cluttered, upgrade, correct=beyond)
         except (KeyError, ValueError) as err:
             raise CLIError(
                 f"{args.converged_results}, {args.plateau_results}, {args.cluttered_results} or {args.upgrade_results} "
@@ -115,6 +115,16 @@ def run(args: argparse.Namespace) -> int:
             text = text.rstrip("\n") + "\n\n" + keypoint_report(keypoint_rows).rstrip("\n") + "\n"
         except (KeyError, ValueError) as err:
             raise CLIError(f"{args.keypoint_results} is not a results file of dyrelu keypoints grid: {err}") from err
+    runs = {
+        args.results: rows,
+        args.converged_results: converged,
+        args.plateau_results: plateau,
+        args.cluttered_results: cluttered,
+        args.upgrade_results: upgrade,
+        args.recipe_results: recipe_rows,
+        args.keypoint_results: keypoint_rows,
+    }
+    sources = ", ".join(f"{len(found)} in {path}" for path, found in runs.items() if found)
     targets = {Path(args.out): text}
     readme = Path(args.readme) if args.readme else None
     if readme is not None:
@@ -131,5 +141,5 @@ def run(args: argparse.Namespace) -> int:
         return 1 if stale else 0
     for path, want in targets.items():
         write_text_atomic(path, want)
-        print(f"wrote {path} from {len(rows)} runs")
+        print(f"wrote {path} from {sum(map(len, runs.values()))} runs ({sources})")
     return 0
