@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from dyrelu.cli import main
 from dyrelu.experiments import select_claims
 from dyrelu.experiments.keypoints import KEYPOINT_COLUMNS, append_keypoint_row
 from dyrelu.experiments.report import make_report, readme_summary
-from dyrelu.experiments.stats import summarise
+from dyrelu.experiments.stats import describe_difference, format_difference, summarise
 from tests.experiments.rows import c2_rows, row, write_rows
 
 
@@ -16,6 +18,21 @@ def test_summarise_mean_and_sample_std(tmp_path):
     rows = write_rows(tmp_path / "r.csv", [row("m", "relu", s, acc) for s, acc in enumerate([90.0, 91.0, 92.0])])
     (stat,) = summarise(rows).values()
     assert stat.n == 3 and stat.mean == pytest.approx(91.0) and stat.std == pytest.approx(1.0)
+
+
+def test_one_seed_has_no_spread_and_the_tables_say_so(tmp_path):
+    """One run measures no spread: its table cells and differences show "± –", never "± 0.00" (which reads as a
+    measured, perfectly reproducible result) and a difference with an unknown spread is never clear."""
+    rows = [row("mobilenetv2_035", "relu", s, acc) for s, acc in enumerate([90.0, 90.5, 91.0])]
+    rows = write_rows(tmp_path / "r.csv", [*rows, row("mobilenetv2_035", "dyrelu_b", 0, 93.0)])
+    stats = summarise(rows)
+    one = next(s for s in stats.values() if s.n == 1)
+    assert math.isnan(one.std) and math.isnan(one.diff(next(s for s in stats.values() if s.n == 3))[1])
+    assert describe_difference(3.0, math.nan) == "spread unknown (one seed)"
+    assert format_difference(2.5, math.nan) == "+2.50 ± –"
+    text = make_report(rows, select_claims(["C1"]))
+    assert "| mobilenetv2_035 | dyrelu_b | 1 | 93.00 ± – | +2.50 ± – |" in text
+    assert "| mobilenetv2_035 | relu | 3 | 90.50 ± 0.50 |" in text and "± 0.00" not in text
 
 
 def test_report_refuses_rows_of_different_budgets(tmp_path):

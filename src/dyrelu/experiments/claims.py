@@ -238,7 +238,12 @@ def _c2_variants(claim: Claim, stats: Stats) -> Verdict:
 
 
 #: How one variant stands against another, in the words of :func:`describe_difference`'s three answers.
-_RELATION = {"clearly higher": "above", "clearly lower": "below", "within the spread": "≈"}
+_RELATION = {
+    "clearly higher": "above",
+    "clearly lower": "below",
+    "within the spread": "≈",
+    "spread unknown (one seed)": "?",
+}
 
 
 def _c2_seen(ba: tuple[float, float], bc: tuple[float, float], above: dict[str, tuple[float, float]]) -> str:

@@ -4,7 +4,8 @@ Statistics: for each configuration, the mean and the sample standard deviation o
 seeds. A difference between two configurations is "clear" when it exceeds its spread,
 ``sqrt(std_a² + std_b²)`` (the standard deviation of the difference of two single runs); a claim holds only
 where the differences it needs are clear, and gets a verdict only when every configuration it compares has
-:data:`MIN_SEEDS` seeds.
+:data:`MIN_SEEDS` seeds. One seed measures no spread: its standard deviation is NaN (shown as "± –"), and so is the
+spread of any difference with it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ __all__ = [
     "Stats",
     "describe_difference",
     "format_difference",
+    "format_mean",
+    "format_spread",
     "mean_or_none",
     "mean_sd",
     "recipe_key",
@@ -131,8 +134,8 @@ def rows_of(rows: Sequence[dict[str, str]], config: Config) -> list[dict[str, st
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    """The mean and the sample standard deviation (0 for a single value)."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+    """The mean and the sample standard deviation (NaN for a single value: one run measures no spread)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
 
 
 def mean_or_none(values: Sequence[str]) -> float | None:
@@ -140,13 +143,26 @@ def mean_or_none(values: Sequence[str]) -> float | None:
     return None if not values or any(v == "" for v in values) else statistics.fmean(float(v) for v in values)
 
 
+def format_spread(spread: float) -> str:
+    """A standard deviation or spread with two decimals; ``–`` when it is unknown (NaN: one seed)."""
+    return "–" if math.isnan(spread) else f"{spread:.2f}"
+
+
+def format_mean(mean: float, std: float) -> str:
+    """``mean ± std`` with two decimals (``mean ± –`` for one seed)."""
+    return f"{mean:.2f} ± {format_spread(std)}"
+
+
 def format_difference(d: float, spread: float) -> str:
-    """``d ± spread`` with two decimals and a sign."""
-    return f"{d:+.2f} ± {spread:.2f}"
+    """``d ± spread`` with two decimals and a sign (``d ± –`` when the spread is unknown)."""
+    return f"{d:+.2f} ± {format_spread(spread)}"
 
 
 def describe_difference(d: float, spread: float) -> str:
-    """How a difference ``d`` compares with its ``spread``: clearly higher, clearly lower or within the spread."""
+    """How a difference ``d`` compares with its ``spread``: clearly higher, clearly lower or within the spread; or
+    that the spread is unknown (NaN: a side with one seed), when nothing can be called clear."""
+    if math.isnan(spread):
+        return "spread unknown (one seed)"
     if d > spread:
         return "clearly higher"
     if d < -spread:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dyrelu.experiments.claims import Claim
 from dyrelu.experiments.correct import RunCorrect, paired_notes
 from dyrelu.experiments.grid import Config
-from dyrelu.experiments.stats import Stat, Stats, format_difference, stat_of
+from dyrelu.experiments.stats import Stat, Stats, format_difference, format_mean, stat_of
 
 
 def values_of(rows: Sequence[dict[str, str]], column: str, empty: str = "") -> str:
@@ -45,10 +45,10 @@ def _claim_table(claim: Claim, stats: Stats) -> list[str]:
             dval = s.val_diff(base)
         val_cells = ""
         if with_val:
-            val = "–" if s.val is None else f"{s.val[0]:.2f} ± {s.val[1]:.2f}"
+            val = "–" if s.val is None else format_mean(*s.val)
             val_cells = f" {val} | {'' if dval is None else format_difference(*dval)} |"
         lines.append(
-            f"| {config.model} | {config.display} | {s.n} | {s.mean:.2f} ± {s.std:.2f} | {delta} |{val_cells} "
+            f"| {config.model} | {config.display} | {s.n} | {format_mean(s.mean, s.std)} | {delta} |{val_cells} "
             f"{_dyn_cell(s, config.act)} | {s.params / 1e6:.3f}M | {s.madds / 1e6:.2f}M | {dmadds} | "
             f"{s.seconds_per_epoch:.1f} |"
         )

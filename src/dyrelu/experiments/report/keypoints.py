@@ -8,7 +8,7 @@ import statistics
 from collections.abc import Sequence
 
 from dyrelu.experiments.keypoints import ACT_NAMES, KEYPOINT_CLAIM, KeypointClaim, KeypointStats, summarise_keypoints
-from dyrelu.experiments.stats import format_difference
+from dyrelu.experiments.stats import format_difference, format_mean
 
 
 def _keypoint_values(rows: Sequence[dict[str, str]], column: str) -> str:
@@ -71,7 +71,8 @@ def _keypoint_table(stats: KeypointStats, acts: Sequence[str]) -> list[str]:
         dyn_cell = (("–" if s.dyn is None else f"{s.dyn:.3g}") + " | ") if dyn else ""
         cpu = "" if math.isnan(s.cpu_seconds) else f"{s.cpu_seconds:.0f}"  # nan: not recorded
         lines.append(
-            label + f"| {s.n} | {s.ap:.2f} ± {s.ap_std:.2f} | {dyn_cell}{s.ap50:.2f} | {s.pck:.2f} ± {s.pck_std:.2f} | "
+            label
+            + f"| {s.n} | {format_mean(s.ap, s.ap_std)} | {dyn_cell}{s.ap50:.2f} | {format_mean(s.pck, s.pck_std)} | "
             f"{delta} | {s.params / 1e6:.3f}M | {s.madds / 1e6:.2f}M | {cpu} |"
         )
     return lines
@@ -89,7 +90,7 @@ def _ap_matrix(stats: KeypointStats, acts: Sequence[str]) -> list[str]:
         cells = []
         for head_act in acts:
             s = stats.get((backbone_act, head_act))
-            cells.append("–" if s is None else f"{s.ap:.2f} ± {s.ap_std:.2f}")
+            cells.append("–" if s is None else format_mean(s.ap, s.ap_std))
         lines.append(f"| {_name(backbone_act)} | " + " | ".join(cells) + " |")
     return lines
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dyrelu.analysis.summary import STATIC_THRESHOLD
 from dyrelu.experiments.claims import RECIPE_CLAIM, Claim
 from dyrelu.experiments.report._tables import values_of
-from dyrelu.experiments.stats import RecipeStat, format_difference, recipe_key, summarise_recipes
+from dyrelu.experiments.stats import RecipeStat, format_difference, format_mean, recipe_key, summarise_recipes
 
 
 def _recipe_dynamics_cell(s: RecipeStat) -> tuple[str, str]:
@@ -31,8 +31,8 @@ def _recipe_table(claim: Claim, stats: dict[tuple[str, str, str, str], RecipeSta
         delta = "" if base is None or config.act == "relu" else format_difference(*s.val_diff(base))
         dyn, kind = _recipe_dynamics_cell(s)
         lines.append(
-            f"| {config.display} | {s.n} | {s.val[0]:.2f} ± {s.val[1]:.2f} | {delta} | {s.test[0]:.2f} ± "
-            f"{s.test[1]:.2f} | {dyn} | {kind} | {s.seconds_per_epoch:.1f} |"
+            f"| {config.display} | {s.n} | {format_mean(*s.val)} | {delta} | {format_mean(*s.test)} | "
+            f"{dyn} | {kind} | {s.seconds_per_epoch:.1f} |"
         )
     return lines
 
