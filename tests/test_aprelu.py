@@ -51,7 +51,46 @@ def test_equals_prelu_when_alpha_is_input_independent():
         act.norm2_weight.zero_()
         act.norm2_bias.copy_(torch.logit(prelu.weight))
     x = torch.randn(4, 6, 7, 7)
-    torch.testing.assert_close(act(x), prelu(x))
+    x[:, :, ::2, ::3] = 0.0  # the kink: the gradient there is the negative slope, as nn.PReLU's
+    x_act, x_prelu = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y_act, y_prelu = act(x_act), prelu(x_prelu)
+    torch.testing.assert_close(y_act, y_prelu)
+    g = torch.randn_like(x)
+    y_act.backward(g)
+    y_prelu.backward(g)
+    torch.testing.assert_close(x_act.grad, x_prelu.grad)
+
+
+def _plain(act: APReLU, x: torch.Tensor) -> torch.Tensor:
+    """APReLU as the paper writes it (clamp for the negative part, means for the context), training mode."""
+    pos, neg = torch.relu(x), torch.clamp(x, max=0)
+    context = torch.cat([pos.mean((2, 3)), neg.mean((2, 3))], 1)
+    bn = nn.functional.batch_norm
+    h = bn(
+        nn.functional.linear(context, act.fc1_weight, act.fc1_bias), None, None, act.norm1_weight, act.norm1_bias, True
+    )
+    z = nn.functional.linear(torch.relu(h), act.fc2_weight, act.fc2_bias)
+    alpha = torch.sigmoid(bn(z, None, None, act.norm2_weight, act.norm2_bias, True))
+    return pos + alpha[:, :, None, None] * neg
+
+
+def test_values_and_gradients_match_the_plain_formula_in_training():
+    """The module computes min(x, 0) as x - max(x, 0) and the context as sums over the spatial size (faster
+    backward passes): the same values and gradients as the plain formula (at exactly x = 0 the slope is the
+    negative piece's, as nn.PReLU's: test_equals_prelu_when_alpha_is_input_independent)."""
+    torch.manual_seed(0)
+    act = APReLU(5, dtype=torch.float64).train()
+    x = torch.randn(4, 5, 6, 6, dtype=torch.float64)
+    g = torch.randn_like(x)
+    grads = []
+    for fn in (act, lambda t: _plain(act, t)):
+        xi = x.clone().requires_grad_()
+        y = fn(xi)
+        y.backward(g)
+        grads.append((y.detach(), xi.grad, *(p.grad.clone() for p in act.parameters())))
+        act.zero_grad()
+    for ours, plain in zip(*grads, strict=True):
+        torch.testing.assert_close(ours, plain, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("norm", [True, False])

@@ -14,6 +14,7 @@ sys.path.insert(0, str(BENCHMARKS))
 
 import _common  # noqa: E402
 import bench_activation  # noqa: E402
+import bench_aprelu  # noqa: E402
 import bench_model  # noqa: E402
 import make_docs  # noqa: E402
 
@@ -33,6 +34,17 @@ def test_naive_matches_ours():
             ours = _common.perturb(_common.VARIANTS[variant](4, k=3, channels_last=channels_last))
             x = torch.randn(2, 5, 6, 4) if channels_last else torch.randn(2, 4, 5, 6)
             torch.testing.assert_close(_common.NaiveDyReLU(ours)(x), ours(x))
+
+
+def test_plain_aprelu_matches_ours_and_the_benchmark_writes_its_json(tmp_path):
+    ours = _common.perturb(bench_aprelu.APReLU(4)).train()
+    x = torch.randn(3, 4, 5, 5)
+    torch.testing.assert_close(bench_aprelu.PlainAPReLU(ours)(x), ours(x))
+    out = tmp_path / "aprelu.json"
+    assert bench_aprelu.main(["--batch", "4", "--rounds", "1", "--steps", "1", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    _check_meta(data["meta"], 1)
+    assert data["relu"]["train_vs_relu"] == 1.0 and data["aprelu_plain"]["train_vs_aprelu"] > 0
 
 
 def test_saved_bytes_counts_storages_once():
