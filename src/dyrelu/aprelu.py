@@ -130,9 +130,8 @@ class APReLU(LazyChannels):
         dtype = self.fc1_weight.dtype
         dims = tuple(range(2, positive.dim()))
         if dims:
-            count = math.prod(
-                positive.shape[2:]
-            )  # sum, then divide the small result: mean's backward divides a full-size tensor
+            # sum, then divide the small result: mean's backward divides a full-size tensor
+            count = math.prod(positive.shape[2:])
             context = torch.cat([positive.sum(dims, dtype=dtype), negative.sum(dims, dtype=dtype)], dim=1) / count
         else:
             context = torch.cat([positive, negative], dim=1).to(dtype)  # (N, 2C)
