@@ -18,7 +18,7 @@ from dyrelu.experiments.claims import (
 from dyrelu.experiments.correct import RunCorrect
 from dyrelu.experiments.grid import CONVERGED_BUDGET, Budget, Config, plan_runs
 from dyrelu.experiments.report._tables import paired_section, values_of, verdict_table
-from dyrelu.experiments.stats import Stats, stat_of, summarise
+from dyrelu.experiments.stats import Stats, rows_of, stat_of, summarise
 
 #: The one command that runs (or continues) the converged grid, claim by claim.
 CONVERGED_COMMAND = (
@@ -124,11 +124,15 @@ def _longer_schedule_lines(
     pairs = []  # (epochs, seed, relu row, DY-ReLU-B row, where)
     model = PLATEAU_CLAIM.configs[0].model
     for source, where in ((converged, "C1-converged"), (plateau, PLATEAU_CLAIM.name)):
-        for dyb in source:
-            if dyb.get("model") != model or dyb.get("act") != "dyrelu_b" or dyb.get("device", "cpu") not in ("", "cpu"):
-                continue
-            relu = [r for r in source if r.get("model") == model and _is_relu(r) and r["seed"] == dyb["seed"]]
-            relu = [r for r in relu if r["epochs"] == dyb["epochs"] and r.get("device", "cpu") in ("", "cpu")]
+        # DY-ReLU-B with its default options (not C3's other K) and ReLU, as C1 runs them, on the CPU
+        cpu = [
+            {"act": "relu", "act_kwargs": "", **r}
+            for r in source
+            if r.get("model") == model and r.get("device", "cpu") in ("", "cpu")
+        ]
+        for dyb in rows_of(cpu, Config(model, "dyrelu_b")):
+            relu = [r for r in rows_of(cpu, Config(model, "relu")) if r["seed"] == dyb["seed"]]
+            relu = [r for r in relu if r["epochs"] == dyb["epochs"]]
             if relu and (where == PLATEAU_CLAIM.name or int(dyb["epochs"]) == budget.epochs):
                 pairs.append((int(dyb["epochs"]), int(dyb["seed"]), relu[0], dyb, where))
     if not any(where == PLATEAU_CLAIM.name for *_, where in pairs):
