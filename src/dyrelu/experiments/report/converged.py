@@ -125,14 +125,10 @@ def _longer_schedule_lines(
     model = PLATEAU_CLAIM.configs[0].model
     for source, where in ((converged, "C1-converged"), (plateau, PLATEAU_CLAIM.name)):
         # DY-ReLU-B with its default options (not C3's other K) and ReLU, as C1 runs them, on the CPU
-        cpu = [
-            {"act": "relu", "act_kwargs": "", **r}
-            for r in source
-            if r.get("model") == model and r.get("device", "cpu") in ("", "cpu")
-        ]
+        cpu = [r for r in source if r.get("model") == model and r.get("device", "cpu") in ("", "cpu")]
+        relus = rows_of(cpu, Config(model, "relu"))
         for dyb in rows_of(cpu, Config(model, "dyrelu_b")):
-            relu = [r for r in rows_of(cpu, Config(model, "relu")) if r["seed"] == dyb["seed"]]
-            relu = [r for r in relu if r["epochs"] == dyb["epochs"]]
+            relu = [r for r in relus if (r["seed"], r["epochs"]) == (dyb["seed"], dyb["epochs"])]
             if relu and (where == PLATEAU_CLAIM.name or int(dyb["epochs"]) == budget.epochs):
                 pairs.append((int(dyb["epochs"]), int(dyb["seed"]), relu[0], dyb, where))
     if not any(where == PLATEAU_CLAIM.name for *_, where in pairs):
