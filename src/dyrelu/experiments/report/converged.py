@@ -125,7 +125,7 @@ def _longer_schedule_lines(
     model = PLATEAU_CLAIM.configs[0].model
     for source, where in ((converged, "C1-converged"), (plateau, PLATEAU_CLAIM.name)):
         # DY-ReLU-B with its default options (not C3's other K) and ReLU, as C1 runs them, on the CPU
-        cpu = [r for r in source if r.get("model") == model and r.get("device", "cpu") in ("", "cpu")]
+        cpu = [r for r in source if r.get("model") == model and _on_cpu(r)]
         relus = rows_of(cpu, Config(model, "relu"))
         for dyb in rows_of(cpu, Config(model, "dyrelu_b")):
             relu = [r for r in relus if (r["seed"], r["epochs"]) == (dyb["seed"], dyb["epochs"])]
@@ -164,7 +164,7 @@ def _longer_schedule_lines(
 def _seed_spread(rows: Sequence[dict[str, str]]) -> str:
     """The range of the per-configuration standard deviations of test accuracy over seeds (CPU rows, configurations
     with two seeds or more), as text; empty when there are none."""
-    cpu = [r for r in rows if r.get("device", "cpu") in ("", "cpu")]
+    cpu = [r for r in rows if _on_cpu(r)]
     stds = [s.std for s in summarise(cpu).values() if s.n > 1] if cpu else []
     if not stds:
         return ""
@@ -220,6 +220,11 @@ def _converged_budget_lines(
             "in `results/converged_estimate.csv`)"
         )
     return lines
+
+
+def _on_cpu(row: dict[str, str]) -> bool:
+    """Whether a row was trained on the CPU (rows from before the device column count as CPU rows)."""
+    return row.get("device", "cpu") in ("", "cpu")
 
 
 def _device(row: dict[str, str]) -> str:
