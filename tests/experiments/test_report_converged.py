@@ -71,6 +71,20 @@ def test_converged_report_states_the_rule_and_whether_the_budget_follows_it():
     assert "Not run yet" in converged_report([], [])
 
 
+def test_converged_report_says_so_far_only_while_runs_remain():
+    from dyrelu.experiments import plan_runs
+
+    specs = [spec for spec, _ in plan_runs(CONVERGED_CLAIMS, CONVERGED_BUDGET.seeds, CONVERGED_BUDGET.name)]
+    rows = [{**_row("mobilenetv2_035", "relu", 0, 90.0), "run": spec.run_id} for spec in specs]
+    partial = converged_report(rows[1:], [])
+    assert f"runs: {len(rows) - 1} done, 1 to do; seeds so far:" in partial
+    assert f"training time so far: {len(rows) - 1:.2f} process hours" in partial  # each row trained 3600 s
+    complete = converged_report(rows, [])
+    assert f"runs: {len(rows)} done, none to do; seeds: 0 (of 0, 1, 2)" in complete
+    assert f"training time in all: {len(rows):.2f} process hours" in complete
+    assert "time so far" not in complete and "seeds so far" not in complete
+
+
 def test_converged_report_says_how_far_the_budget_is_behind_a_longer_schedule():
     budget = CONVERGED_BUDGET.epochs
     rows = [_plateau(6, 91.0), _plateau(budget, 92.2), _plateau(2 * budget, 92.9)]
@@ -177,6 +191,7 @@ def test_the_cluttered_and_upgrade_claims_get_their_section_and_verdicts():
     text = beyond_report([], upgrade(93.0, 93.0))
     assert text.startswith("## Beyond the paper's setting\n")
     assert "| C1-cluttered | DY-ReLU-B beats ReLU" in text and "(0 runs so far)" in text
+    assert "- training time: 9.00 process hours over the 9 runs of both files" in text  # 3600 s each
     # the exact upgrade is static: only the authors' init can hold, and the verdict names the static one
     assert u1_verdict(upgrade(93.0, 93.0)).startswith("holds: converted with the authors' init (not exact) clearly")
     assert "static, ReLU plus an unused hyper function: converted exactly (last FC at zero)" in text

@@ -30,6 +30,7 @@ def beyond_report(
         stats[claim.name] = summarise(rows) if rows else {}
         verdicts.update(claim_verdicts([claim], stats[claim.name]))
     seconds = sum(float(r["train_seconds"]) for _, rows in parts for r in rows)
+    runs = sum(len(rows) for _, rows in parts)
     lines = [
         "## Beyond the paper's setting",
         "",
@@ -50,7 +51,8 @@ def beyond_report(
         "(`benchmarks/upgrade_hyper_lr.sh`, `docs/benchmarks/upgrade_hyper_lr.csv`), hence the second. "
         f"`{_claim_command(UPGRADE_CLAIM)}` (after C1-converged's mobilenetv2_035 ReLU runs), "
         f"rows in `{UPGRADE_CLAIM.results}`.",
-        f"- training time so far: {seconds / 3600:.2f} process hours",
+        f"- training time: {seconds / 3600:.2f} process hours over the {runs} run{'' if runs == 1 else 's'} of both "
+        "files",
         "",
         "## Verdicts beyond the paper's setting",
         "",
