@@ -180,13 +180,13 @@ def _converged_budget_lines(
     rows: Sequence[dict[str, str]], estimate: Sequence[dict[str, str]], todo: int, paired: int
 ) -> list[str]:
     measured = sum(float(r["train_seconds"]) for r in rows) / 3600
-    so_far = " so far" if todo else ""
+    seeds, hours = ("seeds so far", "training time so far") if todo else ("seeds", "training time in all")
     lines = [
         f"Produced by `{CONVERGED_COMMAND}` (rows in `results/converged.csv`; the same command continues an "
         "interrupted grid: finished runs are skipped, a stopped run resumes from its last epoch), then "
         "`dyrelu report`.",
         "",
-        f"- runs: {len(rows)} done, {todo or 'none'} to do; seeds{so_far}: {values_of(rows, 'seed', '–')} (of "
+        f"- runs: {len(rows)} done, {todo or 'none'} to do; {seeds}: {values_of(rows, 'seed', '–')} (of "
         f"{', '.join(map(str, CONVERGED_BUDGET.seeds))}); devices: "
         f"{values_of(rows, 'device', '–')}",
         f"- data: Fashion-MNIST, the full training set minus {CONVERGED_BUDGET.val_size} validation images, the "
@@ -199,8 +199,7 @@ def _converged_budget_lines(
         "attention normalised",
         f"- threads per run: {values_of(rows, 'threads', '–')}; torch {values_of(rows, 'torch', '–')}; commits "
         f"{values_of(rows, 'commit', '–')}",
-        f"- training time {so_far.strip() or 'in all'}: {measured:.2f} process hours (each run's wall time, "
-        "s/epoch too: they include the "
+        f"- {hours}: {measured:.2f} process hours (each run's wall time, s/epoch too: they include the "
         "minutes the grid was stopped so that benchmarks had a quiet machine, and the slowdown when other work "
         "shared the cores)",
         f"- on a CUDA machine: `{GPU_COMMAND}` (channels-last, bf16 autocast; the rows record the device and "
